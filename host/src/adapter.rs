@@ -1,0 +1,335 @@
+//! [`Adapter`]: the loaded wasm adapter of this node — the state socketioxide hands to
+//! every namespace's [`WasmAdapter`](crate::WasmAdapter), the guest calls, and the
+//! dispatcher that pushes host events into the guest in order.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use socketioxide::SocketIoConfig;
+use socketioxide_core::Uid;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use crate::capabilities::{Event, ServerSideHandler, Shared, SocketInspector};
+use crate::runtime::{AdapterComponent, AdapterInfo, BroadcastOpts, Capability, GuestError, GuestSlot, Limits};
+
+/// Where an adapter component comes from.
+#[derive(Clone, Debug)]
+pub enum WasmSource {
+    /// One embedded in this binary (`builtin:local`).
+    Builtin(String),
+    /// A `.wasm` file.
+    File(PathBuf),
+}
+
+impl WasmSource {
+    /// Parses the config form: `builtin:NAME` or a path.
+    pub fn parse(s: &str) -> WasmSource {
+        match s.strip_prefix("builtin:") {
+            Some(name) => WasmSource::Builtin(name.to_string()),
+            None => WasmSource::File(PathBuf::from(s)),
+        }
+    }
+}
+
+/// How to load an adapter.
+#[derive(Clone, Debug)]
+pub struct AdapterOptions {
+    pub source: WasmSource,
+    /// The `[adapter.options]` table, handed to the guest's `init` as JSON.
+    pub options: serde_json::Value,
+    pub limits: Limits,
+    /// How long the guest is given to answer a cluster request (its own timeout);
+    /// the host ends the request a grace period after that in any case.
+    pub request_timeout: Duration,
+    /// Capabilities the config grants beyond the always-granted ones.
+    pub granted: Vec<Capability>,
+}
+
+impl Default for AdapterOptions {
+    fn default() -> Self {
+        AdapterOptions {
+            source: WasmSource::Builtin("local".into()),
+            options: serde_json::json!({}),
+            limits: Limits::default(),
+            request_timeout: Duration::from_secs(5),
+            granted: Vec::new(),
+        }
+    }
+}
+
+/// The guest components built into this binary, by name.
+pub fn builtin(name: &str) -> Option<&'static [u8]> {
+    match name {
+        "local" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/local.wasm"))),
+        _ => None,
+    }
+}
+
+/// Names of the built-in adapters.
+pub const BUILTINS: &[&str] = &["local"];
+
+/// The wasm adapter of this node. Cheap to clone; pass it as the adapter state.
+#[derive(Clone)]
+pub struct Adapter(Arc<Inner>);
+
+struct Inner {
+    shared: Arc<Shared>,
+    slot: Arc<ArcSwap<GuestSlot>>,
+    request_timeout: Duration,
+    dispatcher: AbortHandle,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.dispatcher.abort();
+    }
+}
+
+/// A call into the guest, by operation.
+pub(crate) enum GuestCall {
+    Open { nsp: String },
+    Broadcast { nsp: String, packet: Vec<u8>, opts: BroadcastOpts },
+    BroadcastWithAck { nsp: String, id: u64, packet: Vec<u8>, opts: BroadcastOpts, timeout_ms: u32 },
+    AddSockets { nsp: String, opts: BroadcastOpts, rooms: Vec<String> },
+    DelSockets { nsp: String, opts: BroadcastOpts, rooms: Vec<String> },
+    DisconnectSockets { nsp: String, opts: BroadcastOpts, close: bool },
+    FetchSockets { nsp: String, id: u64, opts: BroadcastOpts },
+    AllRooms { nsp: String, id: u64, opts: BroadcastOpts },
+    ServerCount { nsp: String, id: u64 },
+    ServerSideEmit { nsp: String, id: Option<u64>, data: Vec<u8> },
+}
+
+impl Adapter {
+    /// Compiles, checks and instantiates the adapter, and runs its `init`. Errors name
+    /// the `.wasm` and the cause.
+    pub async fn load(opts: AdapterOptions) -> anyhow::Result<Adapter> {
+        let component = compile(&opts.source, &opts.granted).await?;
+        let node_id = Uid::new().to_string();
+        let (shared, events) = Shared::new(node_id);
+        let options = serde_json::to_string(&opts.options).context("adapter options")?;
+        let slot = GuestSlot::start(Arc::new(component), shared.clone(), opts.limits, options).await?;
+        *shared.adapter_name.write().unwrap() = slot.info().name.clone();
+        let slot = Arc::new(ArcSwap::from_pointee(slot));
+        let dispatcher = tokio::spawn(dispatch(slot.clone(), events)).abort_handle();
+        Ok(Adapter(Arc::new(Inner { shared, slot, request_timeout: opts.request_timeout, dispatcher })))
+    }
+
+    /// The embedded single-node adapter with default limits.
+    pub async fn builtin_local() -> anyhow::Result<Adapter> {
+        Adapter::load(AdapterOptions::default()).await
+    }
+
+    /// A socketioxide config whose server id is this node's id, so both agree on it.
+    pub fn socket_io_config(&self) -> SocketIoConfig {
+        let mut config = SocketIoConfig::default();
+        config.server_id = self.0.shared.node_id.parse().unwrap_or_default();
+        config
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.0.shared.node_id
+    }
+
+    /// What the running guest said about itself.
+    pub fn info(&self) -> AdapterInfo {
+        self.0.slot.load().info().clone()
+    }
+
+    /// Where the running component came from, and its sha256.
+    pub fn component(&self) -> (String, String) {
+        let slot = self.0.slot.load();
+        (slot.component().source.clone(), slot.component().sha256.clone())
+    }
+
+    /// Guest health counters.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.0.shared.metrics
+    }
+
+    /// Sets what runs here when another node does `serverSideEmit`.
+    pub fn on_server_side_emit(&self, handler: ServerSideHandler) {
+        self.0.shared.set_server_side_handler(Some(handler));
+    }
+
+    /// `serverSideEmit`: runs the other nodes' server-side handlers of namespace `nsp`
+    /// with `[event, ...args]`; returns at once.
+    pub async fn server_side_emit(&self, nsp: &str, data: Vec<rmpv::Value>) -> anyhow::Result<()> {
+        let data = encode_array(data);
+        self.call("server-side-emit", GuestCall::ServerSideEmit { nsp: nsp.into(), id: None, data }).await?;
+        Ok(())
+    }
+
+    /// `serverSideEmit` with an ack: each other node's answer (its ack arguments), as
+    /// they arrived before the request timeout.
+    pub async fn server_side_emit_with_ack(&self, nsp: &str, data: Vec<rmpv::Value>) -> anyhow::Result<Vec<rmpv::Value>> {
+        let handle = self.0.shared.open_request();
+        let call = GuestCall::ServerSideEmit { nsp: nsp.into(), id: Some(handle.id), data: encode_array(data) };
+        self.call("server-side-emit", call).await?;
+        let answers = handle.collect(self.request_timeout() + self.request_grace()).await;
+        let mut acks = Vec::new();
+        for part in answers.parts {
+            if let crate::runtime::bindings::wasio::adapter::requests::Answer::ServerAck(bytes) = part {
+                acks.push(rmpv::decode::read_value(&mut &bytes[..])?);
+            }
+        }
+        Ok(acks)
+    }
+
+    /// Lets fetch-sockets answers carry each socket's handshake and data
+    /// (MessagePack), as the Node.js adapters do.
+    pub fn set_socket_inspector(&self, inspector: SocketInspector) {
+        self.0.shared.set_inspector(Some(inspector));
+    }
+
+    /// Calls the guest's `close` (it leaves the cluster); the adapter serves nothing after.
+    pub async fn close(&self) {
+        self.0.slot.load_full().close().await;
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.0.shared
+    }
+
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.0.request_timeout
+    }
+
+    /// How long after its own timeout the host still waits for a guest to finish a request.
+    pub(crate) fn request_grace(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    pub(crate) async fn call(&self, op: &'static str, call: GuestCall) -> Result<(), GuestError> {
+        let slot = self.0.slot.load_full();
+        let res = slot
+            .call(op, move |g, s| {
+                Box::pin(async move {
+                    let g = g.wasio_adapter_guest();
+                    match call {
+                        GuestCall::Open { nsp } => g.call_open(s, &nsp).await,
+                        GuestCall::Broadcast { nsp, packet, opts } => g.call_broadcast(s, &nsp, &packet, &opts).await,
+                        GuestCall::BroadcastWithAck { nsp, id, packet, opts, timeout_ms } => {
+                            g.call_broadcast_with_ack(s, &nsp, id, &packet, &opts, timeout_ms).await
+                        }
+                        GuestCall::AddSockets { nsp, opts, rooms } => g.call_add_sockets(s, &nsp, &opts, &rooms).await,
+                        GuestCall::DelSockets { nsp, opts, rooms } => g.call_del_sockets(s, &nsp, &opts, &rooms).await,
+                        GuestCall::DisconnectSockets { nsp, opts, close } => {
+                            g.call_disconnect_sockets(s, &nsp, &opts, close).await
+                        }
+                        GuestCall::FetchSockets { nsp, id, opts } => g.call_fetch_sockets(s, &nsp, id, &opts).await,
+                        GuestCall::AllRooms { nsp, id, opts } => g.call_all_rooms(s, &nsp, id, &opts).await,
+                        GuestCall::ServerCount { nsp, id } => g.call_server_count(s, &nsp, id).await,
+                        GuestCall::ServerSideEmit { nsp, id, data } => g.call_server_side_emit(s, &nsp, id, &data).await,
+                    }
+                })
+            })
+            .await;
+        if res.is_err() {
+            self.0.shared.metrics.relay_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        res
+    }
+}
+
+fn encode_array(items: Vec<rmpv::Value>) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Writing into a Vec cannot fail.
+    let _ = rmpv::encode::write_value(&mut out, &rmpv::Value::Array(items));
+    out
+}
+
+/// Reads the component (from disk or the binary) and compiles it off the reactor.
+async fn compile(source: &WasmSource, granted: &[Capability]) -> anyhow::Result<AdapterComponent> {
+    let granted = granted.to_vec();
+    let source = source.clone();
+    tokio::task::spawn_blocking(move || match source {
+        WasmSource::Builtin(name) => {
+            let bytes = builtin(&name).with_context(|| {
+                format!("builtin:{name}: no such built-in adapter (built in: {})", BUILTINS.join(", "))
+            })?;
+            AdapterComponent::from_bytes(&format!("builtin:{name}"), bytes, &granted)
+        }
+        WasmSource::File(path) => AdapterComponent::from_file(&path, &granted),
+    })
+    .await
+    .context("adapter compilation task")?
+}
+
+/// Pushes host events into whichever guest is current, one at a time, in order.
+async fn dispatch(slot: Arc<ArcSwap<GuestSlot>>, mut events: mpsc::UnboundedReceiver<Event>) {
+    while let Some(event) = events.recv().await {
+        let slot = slot.load_full();
+        let current = slot.generation();
+        let stale = |generation: u64| generation != current;
+        let res = match event {
+            Event::Timer { generation, id } => {
+                if stale(generation) {
+                    continue;
+                }
+                slot.call("on-timer", move |g, s| {
+                    Box::pin(async move { g.wasio_adapter_guest().call_on_timer(s, id).await.map(Ok) })
+                })
+                .await
+            }
+            Event::LocalAck { generation, handle, ack } => {
+                if stale(generation) {
+                    continue;
+                }
+                slot.call("on-local-ack", move |g, s| {
+                    Box::pin(async move { g.wasio_adapter_guest().call_on_local_ack(s, handle, ack.as_deref()).await.map(Ok) })
+                })
+                .await
+            }
+            Event::ServerSideAck { generation, handle, data } => {
+                if stale(generation) {
+                    continue;
+                }
+                slot.call("on-server-side-ack", move |g, s| {
+                    Box::pin(async move { g.wasio_adapter_guest().call_on_server_side_ack(s, handle, &data).await.map(Ok) })
+                })
+                .await
+            }
+            Event::Counts { generation, ticket, counts } => {
+                if stale(generation) {
+                    continue;
+                }
+                let counts = counts.map_err(crate::runtime::WitError::Unavailable);
+                slot.call("on-counts", move |g, s| {
+                    Box::pin(async move { g.wasio_adapter_guest().call_on_counts(s, ticket, counts.as_ref().map(Vec::as_slice)).await.map(Ok) })
+                })
+                .await
+            }
+            Event::Connection { up } => {
+                slot.call("on-connection", move |g, s| {
+                    Box::pin(async move { g.wasio_adapter_guest().call_on_connection(s, up).await.map(Ok) })
+                })
+                .await
+            }
+            Event::Message { channel, pattern, payload } => {
+                let res = slot
+                    .call("on-message", move |g, s| {
+                        Box::pin(async move {
+                            g.wasio_adapter_guest().call_on_message(s, &channel, pattern.as_deref(), &payload).await
+                        })
+                    })
+                    .await;
+                if let Err(GuestError::Refused { .. }) = &res {
+                    slot_shared_dropped(&slot);
+                }
+                res
+            }
+        };
+        if let Err(e) = res {
+            tracing::debug!("event not handled: {e}");
+        }
+    }
+}
+
+fn slot_shared_dropped(slot: &GuestSlot) {
+    slot.shared().metrics.dropped_messages.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}

@@ -1,0 +1,125 @@
+//! `wasio:adapter/requests`: the guest answers cluster requests the host opened; the
+//! host routes each answer to the waiting operation.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::Shared;
+use crate::runtime::HostState;
+use crate::runtime::bindings::wasio::adapter::requests::{Answer, Host};
+use crate::runtime::bindings::wasio::adapter::types::Error;
+
+pub(super) enum Part {
+    Answer(Answer),
+    Finish(Result<(), String>),
+}
+
+/// Requests waiting for guest answers, by id.
+#[derive(Default)]
+pub(super) struct Pending {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, mpsc::UnboundedSender<Part>>>,
+}
+
+impl Pending {
+    pub(super) fn open(&self, shared: &Arc<Shared>) -> RequestHandle {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.open.lock().unwrap().insert(id, tx);
+        RequestHandle { id, rx, shared: shared.clone() }
+    }
+
+    fn send(&self, id: u64, part: Part) {
+        let mut open = self.open.lock().unwrap();
+        let finished = matches!(part, Part::Finish(_));
+        if let Some(tx) = open.get(&id) {
+            let _ = tx.send(part);
+        }
+        if finished {
+            open.remove(&id);
+        }
+    }
+
+    pub(super) fn fail_all(&self, reason: &str) {
+        for (_, tx) in self.open.lock().unwrap().drain() {
+            let _ = tx.send(Part::Finish(Err(reason.to_string())));
+        }
+    }
+}
+
+/// One open request; dropping it forgets the request.
+pub struct RequestHandle {
+    /// The id the guest answers to.
+    pub id: u64,
+    rx: mpsc::UnboundedReceiver<Part>,
+    shared: Arc<Shared>,
+}
+
+/// Everything the guest answered to one request.
+#[derive(Debug)]
+pub struct Answers {
+    pub parts: Vec<Answer>,
+    /// `Err` when the guest (or the host's own deadline) ended it early.
+    pub outcome: Result<(), String>,
+}
+
+impl Default for Answers {
+    fn default() -> Self {
+        Answers { parts: Vec::new(), outcome: Ok(()) }
+    }
+}
+
+impl RequestHandle {
+    /// The next answer part, `Ok(None)` once finished, `Err` when it ended with an error.
+    pub async fn next(&mut self) -> Option<Result<Answer, String>> {
+        match self.rx.recv().await? {
+            Part::Answer(a) => Some(Ok(a)),
+            Part::Finish(Ok(())) => None,
+            Part::Finish(Err(e)) => Some(Err(e)),
+        }
+    }
+
+    /// Collects answers until `finish`, or until `deadline` passes (the host's guard
+    /// against a guest that never finishes).
+    pub async fn collect(mut self, deadline: Duration) -> Answers {
+        let mut answers = Answers::default();
+        let collect = async {
+            while let Some(part) = self.next().await {
+                match part {
+                    Ok(a) => answers.parts.push(a),
+                    Err(e) => {
+                        answers.outcome = Err(e);
+                        return;
+                    }
+                }
+            }
+        };
+        if tokio::time::timeout(deadline, collect).await.is_err() {
+            answers.outcome = Err(format!("no answer from the adapter within {deadline:?}"));
+        }
+        answers
+    }
+}
+
+impl Drop for RequestHandle {
+    fn drop(&mut self) {
+        self.shared.requests.open.lock().unwrap().remove(&self.id);
+    }
+}
+
+impl Host for HostState {
+    fn reply(&mut self, id: u64, part: Answer) -> wasmtime::Result<()> {
+        self.shared.requests.send(id, Part::Answer(part));
+        Ok(())
+    }
+
+    fn finish(&mut self, id: u64, outcome: Result<(), Error>) -> wasmtime::Result<()> {
+        let outcome = outcome.map_err(|e| crate::runtime::describe(&e));
+        self.shared.requests.send(id, Part::Finish(outcome));
+        Ok(())
+    }
+}

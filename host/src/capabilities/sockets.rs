@@ -1,0 +1,137 @@
+//! `wasio:adapter/sockets`: the guest acting on this node's sockets on behalf of other
+//! nodes. Everything is local and immediate; acks come back later as events.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+
+use super::Event;
+use crate::runtime::HostState;
+use crate::runtime::bindings::wasio::adapter::sockets::Host;
+use crate::runtime::bindings::wasio::adapter::types::{BroadcastOpts, Error, SocketInfo};
+
+/// One namespace's sockets on this node, as the guest may act on them. Implemented by
+/// the socketioxide bridge; packets and acks are in the contract's MessagePack form.
+pub trait LocalNamespace: Send + Sync {
+    /// Delivers `packet` to the matching local sockets.
+    fn broadcast(&self, packet: &[u8], opts: &BroadcastOpts) -> Result<(), String>;
+    /// Delivers with acks: a stream of each client's ack (MessagePack array) and how
+    /// many clients were targeted.
+    fn broadcast_with_ack(
+        &self,
+        packet: &[u8],
+        opts: &BroadcastOpts,
+        timeout: Option<Duration>,
+    ) -> Result<(BoxStream<'static, Vec<u8>>, u32), String>;
+    /// Makes the matching local sockets join `rooms`.
+    fn add_sockets(&self, opts: &BroadcastOpts, rooms: Vec<String>);
+    /// Makes the matching local sockets leave `rooms`.
+    fn del_sockets(&self, opts: &BroadcastOpts, rooms: Vec<String>);
+    /// Disconnects the matching local sockets.
+    fn disconnect(&self, opts: &BroadcastOpts, close: bool) -> Result<(), String>;
+    /// The matching local sockets, with handshake and data.
+    fn fetch(&self, opts: &BroadcastOpts) -> Vec<SocketInfo>;
+    /// The rooms of the matching local sockets.
+    fn rooms(&self, opts: &BroadcastOpts) -> Vec<String>;
+}
+
+/// A `serverSideEmit` from another node, handed to this node's handler.
+pub struct ServerSideEvent {
+    /// The namespace it was emitted in.
+    pub nsp: String,
+    /// `[event, ...args]`.
+    pub data: rmpv::Value,
+    /// Present when the emitter waits for an ack: call it once with the answer.
+    pub ack: Option<Box<dyn FnOnce(Vec<rmpv::Value>) + Send>>,
+}
+
+/// What runs on this node when another node does `serverSideEmit`.
+pub type ServerSideHandler = Arc<dyn Fn(ServerSideEvent) + Send + Sync>;
+
+impl Host for HostState {
+    fn broadcast(&mut self, nsp: String, packet: Vec<u8>, opts: BroadcastOpts) -> wasmtime::Result<Result<(), Error>> {
+        let Some(ns) = self.shared.namespace(&nsp) else { return Ok(Ok(())) };
+        Ok(ns.broadcast(&packet, &opts).map_err(Error::Invalid))
+    }
+
+    fn broadcast_with_ack(
+        &mut self,
+        nsp: String,
+        packet: Vec<u8>,
+        opts: BroadcastOpts,
+        timeout_ms: Option<u32>,
+        handle: u64,
+    ) -> wasmtime::Result<Result<u32, Error>> {
+        let generation = self.generation;
+        let shared = self.shared.clone();
+        let Some(ns) = self.shared.namespace(&nsp) else {
+            shared.push(Event::LocalAck { generation, handle, ack: None });
+            return Ok(Ok(0));
+        };
+        let timeout = timeout_ms.map(|ms| Duration::from_millis(ms.into()));
+        let (mut acks, count) = match ns.broadcast_with_ack(&packet, &opts, timeout) {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(Error::Invalid(e))),
+        };
+        tokio::spawn(async move {
+            while let Some(ack) = acks.next().await {
+                shared.push(Event::LocalAck { generation, handle, ack: Some(ack) });
+            }
+            shared.push(Event::LocalAck { generation, handle, ack: None });
+        });
+        Ok(Ok(count))
+    }
+
+    fn add_sockets(&mut self, nsp: String, opts: BroadcastOpts, rooms: Vec<String>) -> wasmtime::Result<()> {
+        if let Some(ns) = self.shared.namespace(&nsp) {
+            ns.add_sockets(&opts, rooms);
+        }
+        Ok(())
+    }
+
+    fn del_sockets(&mut self, nsp: String, opts: BroadcastOpts, rooms: Vec<String>) -> wasmtime::Result<()> {
+        if let Some(ns) = self.shared.namespace(&nsp) {
+            ns.del_sockets(&opts, rooms);
+        }
+        Ok(())
+    }
+
+    fn disconnect(&mut self, nsp: String, opts: BroadcastOpts, close: bool) -> wasmtime::Result<Result<(), Error>> {
+        let Some(ns) = self.shared.namespace(&nsp) else { return Ok(Ok(())) };
+        Ok(ns.disconnect(&opts, close).map_err(Error::Other))
+    }
+
+    fn fetch(&mut self, nsp: String, opts: BroadcastOpts) -> wasmtime::Result<Vec<SocketInfo>> {
+        Ok(self.shared.namespace(&nsp).map(|ns| ns.fetch(&opts)).unwrap_or_default())
+    }
+
+    fn rooms(&mut self, nsp: String, opts: BroadcastOpts) -> wasmtime::Result<Vec<String>> {
+        Ok(self.shared.namespace(&nsp).map(|ns| ns.rooms(&opts)).unwrap_or_default())
+    }
+
+    fn server_side_emit(&mut self, nsp: String, data: Vec<u8>, handle: Option<u64>) -> wasmtime::Result<Result<(), Error>> {
+        let data = match rmpv::decode::read_value(&mut &data[..]) {
+            Ok(v @ rmpv::Value::Array(_)) => v,
+            Ok(_) => return Ok(Err(Error::Invalid("server-side emit data must be an array".into()))),
+            Err(e) => return Ok(Err(Error::Invalid(format!("server-side emit data: {e}")))),
+        };
+        let Some(handler) = self.shared.server_side.read().unwrap().clone() else {
+            tracing::debug!(%nsp, "serverSideEmit from another node, but no handler is set");
+            return Ok(Ok(()));
+        };
+        let ack = handle.map(|handle| {
+            let shared = self.shared.clone();
+            let generation = self.generation;
+            Box::new(move |args: Vec<rmpv::Value>| {
+                let mut data = Vec::new();
+                // Writing into a Vec cannot fail.
+                let _ = rmpv::encode::write_value(&mut data, &rmpv::Value::Array(args));
+                shared.push(Event::ServerSideAck { generation, handle, data });
+            }) as Box<dyn FnOnce(Vec<rmpv::Value>) + Send>
+        });
+        handler(ServerSideEvent { nsp, data, ack });
+        Ok(Ok(()))
+    }
+}

@@ -1,0 +1,51 @@
+//! `wasio:adapter/timers`: one-shot tokio timers whose firing becomes `guest.on-timer`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::task::AbortHandle;
+
+use super::Event;
+use crate::runtime::HostState;
+use crate::runtime::bindings::wasio::adapter::timers::Host;
+
+/// Pending timers of the live instance.
+#[derive(Default)]
+pub(super) struct Timers {
+    next: AtomicU64,
+    pending: Mutex<HashMap<u64, AbortHandle>>,
+}
+
+impl Timers {
+    pub(super) fn cancel_all(&self) {
+        for (_, t) in self.pending.lock().unwrap().drain() {
+            t.abort();
+        }
+    }
+}
+
+impl Host for HostState {
+    fn start(&mut self, after_ms: u32) -> wasmtime::Result<u64> {
+        let timers = &self.shared.timers;
+        let id = timers.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let shared = self.shared.clone();
+        let generation = self.generation;
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(after_ms.into())).await;
+            if shared.timers.pending.lock().unwrap().remove(&id).is_some() {
+                shared.push(Event::Timer { generation, id });
+            }
+        });
+        timers.pending.lock().unwrap().insert(id, task.abort_handle());
+        Ok(id)
+    }
+
+    fn cancel(&mut self, id: u64) -> wasmtime::Result<()> {
+        if let Some(t) = self.shared.timers.pending.lock().unwrap().remove(&id) {
+            t.abort();
+        }
+        Ok(())
+    }
+}

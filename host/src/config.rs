@@ -1,0 +1,319 @@
+//! `wasio.toml`: every key optional, unknown keys refused, environment variables
+//! (`WASIO_SERVER__PORT=4000`) override the file. Errors are one line naming the file,
+//! the key and the cause.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::adapter::{AdapterOptions, WasmSource};
+use crate::runtime::{Capability, Limits};
+
+/// The whole config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub adapter: AdapterConfig,
+    pub datasources: BTreeMap<String, Datasource>,
+    pub limits: LimitsConfig,
+}
+
+/// `[server]`: where and how clients connect.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on (default `0.0.0.0`).
+    pub host: IpAddr,
+    /// Port to listen on (default 3000; 0 picks a free one).
+    pub port: u16,
+    /// Origins allowed by CORS: `["*"]` for any; empty (default) for same-origin only.
+    pub cors: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { host: IpAddr::from([0, 0, 0, 0]), port: 3000, cors: Vec::new() }
+    }
+}
+
+/// `[adapter]`: which component runs the cluster logic, on which datasource.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdapterConfig {
+    /// A `.wasm` path (relative to the config file) or `builtin:NAME`.
+    pub wasm: String,
+    /// The name of a `[datasources.NAME]` entry, if the adapter needs one.
+    pub datasource: Option<String>,
+    /// Passed to the guest's `init` as JSON.
+    pub options: toml::Table,
+    /// How long cluster requests wait for other nodes, in milliseconds.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for AdapterConfig {
+    fn default() -> Self {
+        AdapterConfig {
+            wasm: "builtin:local".into(),
+            datasource: None,
+            options: toml::Table::new(),
+            request_timeout_ms: 5000,
+        }
+    }
+}
+
+/// `[datasources.NAME]`: a backend the host connects to on the guest's behalf.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Datasource {
+    pub connector: Connector,
+    pub url: String,
+}
+
+/// The kinds of backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Connector {
+    Redis,
+    Mongodb,
+}
+
+/// `[limits]`: what one guest instance may use.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Wall-clock budget of one guest call, in milliseconds (default 100).
+    pub deadline_ms: u64,
+    /// Memory cap per guest instance, in MiB (default 64).
+    pub memory_mib: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { deadline_ms: 100, memory_mib: 64 }
+    }
+}
+
+/// A config that could not be used: one line, file first.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Reads `path` (or only defaults when `None`) and applies `WASIO_*` overrides
+    /// from `env`.
+    pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        let label = path.map_or_else(|| "(no config file)".to_string(), |p| p.display().to_string());
+        let mut table = match path {
+            None => toml::Table::new(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError(format!("{label}: cannot read: {e}")))?;
+                text.parse::<toml::Table>().map_err(|e| ConfigError(syntax_error(&label, &text, &e)))?
+            }
+        };
+        apply_env(&mut table, env).map_err(|e| ConfigError(format!("{label}: {e}")))?;
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let key = e.path().to_string();
+            let cause = e.into_inner().message().to_string();
+            if key == "." || key.is_empty() {
+                ConfigError(format!("{label}: {cause}"))
+            } else {
+                ConfigError(format!("{label}: key `{key}`: {cause}"))
+            }
+        })?;
+        config.validate(&label)?;
+        // Paths in the file are relative to the file.
+        if let (Some(dir), WasmSource::File(p)) = (path.and_then(Path::parent), WasmSource::parse(&config.adapter.wasm))
+            && p.is_relative()
+            && !dir.as_os_str().is_empty()
+        {
+            config.adapter.wasm = dir.join(p).display().to_string();
+        }
+        Ok(config)
+    }
+
+    fn validate(&self, label: &str) -> Result<(), ConfigError> {
+        let err = |key: &str, cause: String| Err(ConfigError(format!("{label}: key `{key}`: {cause}")));
+        if self.adapter.wasm.trim().is_empty() {
+            return err("adapter.wasm", "must be a path to a .wasm or builtin:NAME".into());
+        }
+        if let Some(ds) = &self.adapter.datasource
+            && !self.datasources.contains_key(ds)
+        {
+            let known: Vec<&str> = self.datasources.keys().map(String::as_str).collect();
+            return err(
+                "adapter.datasource",
+                format!("no [datasources.{ds}] defined (defined: {})", if known.is_empty() { "none".into() } else { known.join(", ") }),
+            );
+        }
+        for (name, ds) in &self.datasources {
+            let schemes: &[&str] = match ds.connector {
+                Connector::Redis => &["redis://", "rediss://"],
+                Connector::Mongodb => &["mongodb://", "mongodb+srv://"],
+            };
+            if !schemes.iter().any(|s| ds.url.starts_with(s)) {
+                return err(&format!("datasources.{name}.url"), format!("must start with {}", schemes.join(" or ")));
+            }
+        }
+        if self.limits.deadline_ms == 0 {
+            return err("limits.deadline_ms", "must be at least 1".into());
+        }
+        if self.limits.memory_mib == 0 || self.limits.memory_mib > 4096 {
+            return err("limits.memory_mib", "must be between 1 and 4096".into());
+        }
+        if self.adapter.request_timeout_ms == 0 {
+            return err("adapter.request_timeout_ms", "must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The datasource the adapter uses, if any.
+    pub fn datasource(&self) -> Option<(&str, &Datasource)> {
+        let name = self.adapter.datasource.as_deref()?;
+        self.datasources.get_key_value(name).map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// How to load the adapter this config names.
+    pub fn adapter_options(&self) -> AdapterOptions {
+        let granted = match self.datasource() {
+            Some((_, ds)) if ds.connector == Connector::Redis => vec![Capability::PubSub],
+            Some((_, ds)) if ds.connector == Connector::Mongodb => vec![Capability::DocStore],
+            _ => vec![],
+        };
+        AdapterOptions {
+            source: WasmSource::parse(&self.adapter.wasm),
+            options: serde_json::to_value(&self.adapter.options).unwrap_or_default(),
+            limits: Limits {
+                deadline: Duration::from_millis(self.limits.deadline_ms),
+                memory_bytes: (self.limits.memory_mib as usize) << 20,
+            },
+            request_timeout: Duration::from_millis(self.adapter.request_timeout_ms),
+            granted,
+        }
+    }
+
+    /// The `.wasm` file, when the adapter is not a built-in.
+    pub fn wasm_path(&self) -> Option<PathBuf> {
+        match WasmSource::parse(&self.adapter.wasm) {
+            WasmSource::File(p) => Some(p),
+            WasmSource::Builtin(_) => None,
+        }
+    }
+}
+
+fn syntax_error(label: &str, text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("{label}: line {line}: {}", e.message())
+        }
+        None => format!("{label}: {}", e.message()),
+    }
+}
+
+/// `WASIO_SERVER__PORT=4000` sets `server.port`; values parse as TOML (numbers,
+/// booleans, arrays) and fall back to strings.
+fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<(), String> {
+    for (key, raw) in env {
+        let Some(path) = key.strip_prefix("WASIO_") else { continue };
+        if !path.contains("__") {
+            continue; // WASIO_CONFIG and friends are not keys
+        }
+        let segments: Vec<String> = path.split("__").map(str::to_lowercase).collect();
+        if segments.iter().any(String::is_empty) {
+            return Err(format!("environment variable {key}: empty key segment"));
+        }
+        let value = format!("v = {raw}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        let (last, parents) = segments.split_last().expect("at least two segments");
+        let mut cur = &mut *table;
+        for seg in parents {
+            let entry = cur.entry(seg.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            cur = entry
+                .as_table_mut()
+                .ok_or_else(|| format!("environment variable {key}: `{seg}` is not a table"))?;
+        }
+        cur.insert(last.clone(), value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wasio.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path), env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn empty_config_is_all_defaults() {
+        let c = Config::load(None, Vec::new()).unwrap();
+        assert_eq!(c.server.port, 3000);
+        assert_eq!(c.adapter.wasm, "builtin:local");
+        assert_eq!(c.limits.deadline_ms, 100);
+        assert_eq!(c.limits.memory_mib, 64);
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let e = load("[server]\nprot = 1\n", &[]).unwrap_err().0;
+        assert!(e.contains("wasio.toml"), "{e}");
+        assert!(e.contains("prot"), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let e = load("[server]\nport = \"abc\"\n", &[]).unwrap_err().0;
+        assert!(e.contains("server.port"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_names_the_line() {
+        let e = load("[server]\nport = = 3\n", &[]).unwrap_err().0;
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let c = load("[server]\nport = 1\n", &[("WASIO_SERVER__PORT", "4000"), ("WASIO_ADAPTER__OPTIONS__KEY", "io")]).unwrap();
+        assert_eq!(c.server.port, 4000);
+        assert_eq!(c.adapter.options["key"].as_str(), Some("io"));
+    }
+
+    #[test]
+    fn env_unknown_key_is_refused_too() {
+        let e = load("", &[("WASIO_SERVER__PROT", "1")]).unwrap_err().0;
+        assert!(e.contains("prot"), "{e}");
+    }
+
+    #[test]
+    fn undefined_datasource_is_refused() {
+        let e = load("[adapter]\ndatasource = \"cache\"\n", &[]).unwrap_err().0;
+        assert!(e.contains("adapter.datasource") && e.contains("cache"), "{e}");
+    }
+
+    #[test]
+    fn datasource_url_scheme_is_checked() {
+        let e = load("[datasources.c]\nconnector = \"redis\"\nurl = \"http://x\"\n", &[]).unwrap_err().0;
+        assert!(e.contains("datasources.c.url"), "{e}");
+        let e = load("[datasources.c]\nconnector = \"kafka\"\nurl = \"x\"\n", &[]).unwrap_err().0;
+        assert!(e.contains("datasources.c.connector"), "{e}");
+    }
+
+    #[test]
+    fn relative_wasm_path_is_relative_to_the_file() {
+        let c = load("[adapter]\nwasm = \"a/b.wasm\"\n", &[]).unwrap();
+        assert!(c.adapter.wasm.ends_with("a/b.wasm") && Path::new(&c.adapter.wasm).is_absolute(), "{}", c.adapter.wasm);
+    }
+}

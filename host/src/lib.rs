@@ -1,0 +1,34 @@
+//! wasio: a Socket.IO server whose cluster adapter is a WebAssembly component.
+//!
+//! As a library it gives a socketioxide app the wasm adapter:
+//!
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! let adapter = wasio::Adapter::builtin_local().await?;
+//! let (layer, io) = socketioxide::SocketIo::builder()
+//!     .with_config(adapter.socket_io_config())
+//!     .with_adapter::<wasio::WasmAdapter<_>>(adapter.clone())
+//!     .build_layer();
+//! io.ns("/", async |s: socketioxide::extract::SocketRef<wasio::WasmAdapter<_>>| {
+//!     s.join("lobby");
+//! })
+//! .await?;
+//! let app = axum::Router::<()>::new().layer(layer);
+//! # Ok(()) }
+//! ```
+
+pub mod adapter;
+pub mod bridge;
+pub mod capabilities;
+pub mod cli;
+pub mod codec;
+pub mod config;
+pub mod handshake;
+pub mod metrics;
+pub mod runtime;
+pub mod server;
+
+pub use adapter::{Adapter, AdapterOptions, WasmSource};
+pub use bridge::WasmAdapter;
+pub use config::Config;
+pub use runtime::Limits;

@@ -1,0 +1,203 @@
+//! One live adapter instance: calls into it under a deadline, and a fresh instance
+//! (init and namespaces replayed) after it traps, loops or runs out of memory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures_util::future::BoxFuture;
+use tokio::sync::Mutex;
+use wasmtime::Store;
+
+use super::{AdapterComponent, AdapterInfo, Host, HostState, InitArgs, Limits, Runtime, Stop, WitError};
+use crate::capabilities::Shared;
+
+/// Why a guest call did not succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GuestError {
+    /// The guest answered with an error.
+    #[error("adapter `{adapter}` refused {op}: {}", describe(.error))]
+    Refused { adapter: String, op: &'static str, error: WitError },
+    /// The guest trapped or was stopped; it has been replaced by a fresh instance.
+    #[error("adapter `{adapter}` failed in {op} and was restarted: {cause}")]
+    Fault { adapter: String, op: &'static str, cause: String },
+    /// No instance could be made to run (instantiation or init failed).
+    #[error("adapter `{adapter}` is unavailable: {cause}")]
+    Unavailable { adapter: String, cause: String },
+}
+
+/// A human line for a WIT error.
+pub fn describe(e: &WitError) -> String {
+    match e {
+        WitError::Invalid(m) => format!("invalid: {m}"),
+        WitError::Unavailable(m) => format!("unavailable: {m}"),
+        WitError::Denied(m) => format!("denied: {m}"),
+        WitError::Timeout(m) => format!("timeout: {m}"),
+        WitError::Other(m) => m.clone(),
+    }
+}
+
+struct Live {
+    store: Store<HostState>,
+    guest: Host,
+}
+
+/// The adapter instance serving this node; calls are serialized on it.
+pub struct GuestSlot {
+    component: Arc<AdapterComponent>,
+    shared: Arc<Shared>,
+    limits: Limits,
+    options: String,
+    info: AdapterInfo,
+    generation: AtomicU64,
+    live: Mutex<Option<Live>>,
+}
+
+impl GuestSlot {
+    /// Instantiates `component` and runs its `init`; an error refuses the adapter.
+    pub async fn start(
+        component: Arc<AdapterComponent>,
+        shared: Arc<Shared>,
+        limits: Limits,
+        options: String,
+    ) -> Result<GuestSlot, GuestError> {
+        let generation = shared.next_generation();
+        let (live, info) = instantiate(&component, &shared, limits, &options, generation, None).await?;
+        Ok(GuestSlot {
+            component,
+            shared,
+            limits,
+            options,
+            info,
+            generation: AtomicU64::new(generation),
+            live: Mutex::new(Some(live)),
+        })
+    }
+
+    /// What the guest's `init` said about itself.
+    pub fn info(&self) -> &AdapterInfo {
+        &self.info
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The component this slot runs.
+    pub fn component(&self) -> &AdapterComponent {
+        &self.component
+    }
+
+    /// The instantiation currently live; events of older ones are stale.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Runs `f` on the live instance under the deadline. A fault replaces the instance.
+    pub(crate) async fn call<R>(
+        &self,
+        op: &'static str,
+        f: impl for<'a> FnOnce(&'a Host, &'a mut Store<HostState>) -> BoxFuture<'a, wasmtime::Result<Result<R, WitError>>>,
+    ) -> Result<R, GuestError> {
+        let mut guard = self.live.lock().await;
+        if guard.is_none() {
+            *guard = Some(self.reinstantiate().await?);
+        }
+        let live = guard.as_mut().expect("instance present");
+        match run(live, f).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(error)) => Err(GuestError::Refused { adapter: self.info.name.clone(), op, error }),
+            Err(e) => {
+                let cause = fault_cause(&e);
+                self.shared.metrics.record_fault(&e);
+                tracing::error!(adapter = %self.info.name, op, %cause, "guest stopped; re-instantiating");
+                *guard = None;
+                self.shared.instance_gone("adapter instance was restarted after a fault");
+                match self.reinstantiate().await {
+                    Ok(live) => *guard = Some(live),
+                    Err(e) => tracing::error!(adapter = %self.info.name, "re-instantiation failed: {e}"),
+                }
+                Err(GuestError::Fault { adapter: self.info.name.clone(), op, cause })
+            }
+        }
+    }
+
+    /// Calls `close` and drops the instance; the slot serves nothing afterwards.
+    pub async fn close(&self) {
+        let mut guard = self.live.lock().await;
+        if let Some(live) = guard.as_mut() {
+            match run(live, |g, s| Box::pin(g.wasio_adapter_guest().call_close(s))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(adapter = %self.info.name, "close: {}", describe(&e)),
+                Err(e) => tracing::warn!(adapter = %self.info.name, "close trapped: {}", fault_cause(&e)),
+            }
+        }
+        *guard = None;
+        self.shared.instance_gone("adapter closed");
+    }
+
+    async fn reinstantiate(&self) -> Result<Live, GuestError> {
+        let generation = self.shared.next_generation();
+        self.generation.store(generation, Ordering::Release);
+        self.shared.metrics.reinstantiations.fetch_add(1, Ordering::Relaxed);
+        let namespaces = self.shared.namespace_names();
+        let (live, _) =
+            instantiate(&self.component, &self.shared, self.limits, &self.options, generation, Some(&namespaces)).await?;
+        tracing::info!(adapter = %self.info.name, namespaces = namespaces.len(), "guest re-instantiated");
+        Ok(live)
+    }
+}
+
+/// A new instance with `init` run and, when given, `open` replayed for each namespace.
+async fn instantiate(
+    component: &AdapterComponent,
+    shared: &Arc<Shared>,
+    limits: Limits,
+    options: &str,
+    generation: u64,
+    namespaces: Option<&[String]>,
+) -> Result<(Live, AdapterInfo), GuestError> {
+    let unavailable = |cause: String| GuestError::Unavailable { adapter: component.source.clone(), cause };
+    let rt = Runtime::global().map_err(|e| unavailable(e.to_string()))?;
+    let mut store = rt.store(shared.clone(), limits, generation);
+    store.data_mut().begin_call();
+    store.set_epoch_deadline(1);
+    let guest = component
+        .pre
+        .instantiate_async(&mut store)
+        .await
+        .map_err(|e| unavailable(format!("instantiation failed: {}", fault_cause(&e))))?;
+    let mut live = Live { store, guest };
+    let args = InitArgs { node_id: shared.node_id.clone(), options: options.to_string() };
+    let init = run(&mut live, move |g, s| Box::pin(async move { g.wasio_adapter_guest().call_init(s, &args).await }));
+    let info = match init.await {
+        Ok(Ok(info)) => info,
+        Ok(Err(e)) => return Err(unavailable(format!("init refused: {}", describe(&e)))),
+        Err(e) => return Err(unavailable(format!("init failed: {}", fault_cause(&e)))),
+    };
+    for nsp in namespaces.unwrap_or_default() {
+        let name = nsp.clone();
+        match run(&mut live, move |g, s| Box::pin(async move { g.wasio_adapter_guest().call_open(s, &name).await })).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(unavailable(format!("open({nsp}) refused: {}", describe(&e)))),
+            Err(e) => return Err(unavailable(format!("open({nsp}) failed: {}", fault_cause(&e)))),
+        }
+    }
+    Ok((live, info))
+}
+
+async fn run<R>(
+    live: &mut Live,
+    f: impl for<'a> FnOnce(&'a Host, &'a mut Store<HostState>) -> BoxFuture<'a, wasmtime::Result<R>>,
+) -> wasmtime::Result<R> {
+    live.store.data_mut().begin_call();
+    live.store.set_epoch_deadline(1);
+    f(&live.guest, &mut live.store).await
+}
+
+/// One line saying why a call failed: our own stop reasons first, then the trap.
+fn fault_cause(e: &wasmtime::Error) -> String {
+    if let Some(stop) = e.downcast_ref::<Stop>() {
+        return stop.to_string();
+    }
+    format!("{e:?}").lines().take(12).collect::<Vec<_>>().join(" | ")
+}

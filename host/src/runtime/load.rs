@@ -1,0 +1,146 @@
+//! Compiling a `.wasm` into a ready-to-instantiate adapter, and refusing one that does
+//! not fit the contract (wrong package version, capabilities the config does not grant).
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use wasmtime::component::Component;
+use wasmtime::component::types::ComponentItem;
+
+use super::{HostPre, PACKAGE, Runtime, VERSION};
+
+/// A host capability a guest may import beyond the always-granted ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capability {
+    /// `wasio:adapter/pubsub`: a Redis datasource.
+    PubSub,
+    /// `wasio:adapter/docstore`: a MongoDB datasource.
+    DocStore,
+}
+
+impl Capability {
+    fn interface(self) -> &'static str {
+        match self {
+            Capability::PubSub => "pubsub",
+            Capability::DocStore => "docstore",
+        }
+    }
+}
+
+/// A compiled adapter component, checked and pre-linked.
+pub struct AdapterComponent {
+    /// Where it came from (a path or `builtin:NAME`), for messages.
+    pub source: String,
+    /// Hex sha256 of the `.wasm` bytes.
+    pub sha256: String,
+    pub(crate) pre: HostPre<super::HostState>,
+}
+
+impl AdapterComponent {
+    /// Reads and compiles `path`. Errors name the file and the cause.
+    pub fn from_file(path: &Path, granted: &[Capability]) -> anyhow::Result<AdapterComponent> {
+        let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read adapter", path.display()))?;
+        Self::from_bytes(&path.display().to_string(), &bytes, granted)
+    }
+
+    /// Compiles `bytes`; `source` names them in messages.
+    pub fn from_bytes(source: &str, bytes: &[u8], granted: &[Capability]) -> anyhow::Result<AdapterComponent> {
+        let rt = Runtime::global()?;
+        let component = Component::new(rt.engine(), bytes).map_err(|e| {
+            let cause = if bytes.starts_with(b"\0asm\x01\0\0\0") {
+                format!("a core wasm module, not a component (build for wasm32-wasip2, or run `wasm-tools component new`): {e}")
+            } else {
+                format!("not a valid WebAssembly component: {e}")
+            };
+            anyhow::anyhow!("{source}: {cause}")
+        })?;
+        check_contract(source, &component, rt, granted)?;
+        let pre = rt
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(|e| anyhow::anyhow!("{source}: cannot link: {e}"))?;
+        let pre = HostPre::new(pre).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
+        Ok(AdapterComponent { source: source.to_string(), sha256: sha256_hex(bytes), pre })
+    }
+}
+
+/// Checks the component exports our `guest` interface at a compatible version and
+/// imports only capabilities the config grants.
+fn check_contract(source: &str, component: &Component, rt: &Runtime, granted: &[Capability]) -> anyhow::Result<()> {
+    let ty = component.component_type();
+    let engine = rt.engine();
+    let wanted = format!("{PACKAGE}/guest@");
+    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
+    let Some(export) = exports.iter().find(|n| n.starts_with(&wanted)) else {
+        let ours = exports.iter().find(|n| n.starts_with(&format!("{PACKAGE}/")));
+        bail!(
+            "{source}: does not export `{PACKAGE}/guest` (it exports: {}){}",
+            if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") },
+            if ours.is_none() { " — is it a wasio adapter? build it against wit/ of this repository" } else { "" }
+        );
+    };
+    let version = &export[wanted.len()..];
+    if !compatible(version, VERSION) {
+        bail!(
+            "{source}: built against {PACKAGE}@{version}, but this host needs {PACKAGE}@{} (a compatible version of {VERSION}); rebuild it against this host's wit/",
+            compat_range(VERSION)
+        );
+    }
+    for (name, item) in ty.imports(engine) {
+        if !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
+            continue;
+        }
+        for cap in [Capability::PubSub, Capability::DocStore] {
+            if name.starts_with(&format!("{PACKAGE}/{}@", cap.interface())) && !granted.contains(&cap) {
+                bail!(
+                    "{source}: imports `{name}`, a capability the config does not grant (set [adapter] datasource to a {} datasource)",
+                    match cap {
+                        Capability::PubSub => "`redis`",
+                        Capability::DocStore => "`mongodb`",
+                    }
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Semver compatibility as cargo reads it: same major, or same minor under 1.0.
+fn compatible(have: &str, need: &str) -> bool {
+    let parse = |v: &str| -> Option<(u64, u64)> {
+        let mut it = v.split(['.', '-', '+']);
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    };
+    match (parse(have), parse(need)) {
+        (Some((0, a)), Some((0, b))) => a == b,
+        (Some((a, _)), Some((b, _))) => a == b,
+        _ => false,
+    }
+}
+
+fn compat_range(v: &str) -> String {
+    let parts: Vec<&str> = v.split('.').collect();
+    if parts.first() == Some(&"0") { format!("0.{}.x", parts[1]) } else { format!("{}.x", parts[0]) }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compatible;
+
+    #[test]
+    fn semver_compatibility() {
+        assert!(compatible("0.1.0", "0.1.0"));
+        assert!(compatible("0.1.3", "0.1.0"));
+        assert!(!compatible("0.2.0", "0.1.0"));
+        assert!(!compatible("1.0.0", "0.1.0"));
+        assert!(compatible("1.4.0", "1.0.0"));
+        assert!(!compatible("2.0.0", "1.0.0"));
+        assert!(!compatible("garbage", "0.1.0"));
+    }
+}

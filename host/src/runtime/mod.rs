@@ -1,0 +1,175 @@
+//! The one place that builds wasmtime's `Engine`, `Linker` and `Store`s, compiles
+//! adapter components, checks them against the contract and sets the limits.
+
+pub(crate) mod bindings;
+mod guest;
+mod load;
+
+pub use bindings::{AdapterInfo, BroadcastFlags, BroadcastOpts, SocketInfo, WitError};
+pub(crate) use bindings::{AdapterHost as Host, AdapterHostPre as HostPre, InitArgs, PACKAGE, VERSION};
+pub use guest::{GuestError, GuestSlot, describe};
+pub use load::{AdapterComponent, Capability};
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::capabilities::Shared;
+
+/// How often the epoch ticker advances; a looping guest is checked this often.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Per-instance limits, set on every store.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Wall-clock budget of one guest call; a guest still running then is stopped.
+    pub deadline: Duration,
+    /// Linear-memory cap per instance, in bytes.
+    pub memory_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { deadline: Duration::from_millis(100), memory_bytes: 64 << 20 }
+    }
+}
+
+/// The engine and linker, shared by every adapter this process loads.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+}
+
+impl Runtime {
+    /// The process-wide runtime (compiled code is tied to its engine).
+    pub fn global() -> anyhow::Result<&'static Runtime> {
+        static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+        if let Some(rt) = RUNTIME.get() {
+            return Ok(rt);
+        }
+        let rt = Runtime::new()?;
+        Ok(RUNTIME.get_or_init(|| rt))
+    }
+
+    fn new() -> anyhow::Result<Runtime> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        // Only guests built for the component-model async ABI need this, and it doubles
+        // the cost of every call (measured: 300 -> 640 ns).
+        config.concurrency_support(false);
+        let engine = Engine::new(&config)?;
+        spawn_epoch_ticker(&engine);
+
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        Host::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        Ok(Runtime { engine, linker })
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<HostState> {
+        &self.linker
+    }
+
+    /// A fresh store for one instance: sandboxed WASI, the limits, the deadline hook.
+    pub(crate) fn store(&self, shared: Arc<Shared>, limits: Limits, generation: u64) -> Store<HostState> {
+        // No preopens, no environment, no arguments, no network: the default context
+        // with TCP, UDP and name lookup explicitly off.
+        let wasi = WasiCtx::builder()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .inherit_stderr()
+            .build();
+        let state = HostState {
+            wasi,
+            table: ResourceTable::new(),
+            shared,
+            limits,
+            generation,
+            call_started: Instant::now(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| s as &mut dyn ResourceLimiter);
+        store.epoch_deadline_callback(|ctx| {
+            let state = ctx.data();
+            if state.call_started.elapsed() >= state.limits.deadline {
+                Err(wasmtime::Error::new(Stop::Deadline(state.limits.deadline)))
+            } else {
+                // Give the tokio worker back between ticks: a slow guest call never
+                // holds a reactor thread for more than one tick.
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store
+    }
+}
+
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("wasio-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawn epoch ticker thread");
+}
+
+/// Why the host stopped a guest call.
+#[derive(Debug, thiserror::Error)]
+pub enum Stop {
+    #[error("call exceeded its deadline of {0:?}")]
+    Deadline(Duration),
+    #[error("instance tried to grow its memory to {wanted} bytes, over the cap of {cap} bytes")]
+    Memory { wanted: usize, cap: usize },
+}
+
+/// The data of one instance's `Store`.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    /// Node state that outlives instances (namespaces, pending requests, timers).
+    pub(crate) shared: Arc<Shared>,
+    limits: Limits,
+    /// Which instantiation this is; events of older ones are ignored.
+    pub(crate) generation: u64,
+    call_started: Instant,
+}
+
+impl HostState {
+    pub(crate) fn begin_call(&mut self) {
+        self.call_started = Instant::now();
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl ResourceLimiter for HostState {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.limits.memory_bytes {
+            // An error (not `Ok(false)`) traps at once: the guest gets no chance to
+            // limp on in an out-of-memory path.
+            return Err(wasmtime::Error::new(Stop::Memory { wanted: desired, cap: self.limits.memory_bytes }));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}

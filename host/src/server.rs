@@ -1,0 +1,198 @@
+//! The standalone server: Socket.IO on axum with the relay protocol (`join`, `leave`,
+//! `publish`) in every namespace, `/healthz`, and the demo page at `/`.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Json};
+use axum::routing::get;
+use rmpv::Value as Mp;
+use serde_json::json;
+use socketioxide::SocketIo;
+use socketioxide::extract::{AckSender, SocketRef, TryData};
+use socketioxide::handler::ConnectHandler;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::adapter::Adapter;
+use crate::bridge::WasmAdapter;
+use crate::config::ServerConfig;
+
+/// The adapter type of the standalone server's namespaces.
+pub type Ns = WasmAdapter<socketioxide::adapter::Emitter>;
+
+/// Events the relay protocol reserves: socket.io's own.
+const RESERVED: &[&str] = &["connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"];
+
+/// The axum app (Socket.IO included) for `adapter`, and the `SocketIo` handle.
+pub async fn app(adapter: Adapter, server: &ServerConfig) -> anyhow::Result<(Router, SocketIo<Ns>)> {
+    let (layer, io) = SocketIo::builder()
+        .with_config(adapter.socket_io_config())
+        .with_adapter::<Ns>(adapter.clone())
+        .build_layer();
+    // Handlers are registered in a middleware, which runs before socketioxide sends the
+    // CONNECT acknowledgement: a client that emits the moment it is connected cannot
+    // race its first events past handler registration.
+    io.ns("/", on_connect.with(register_relay)).await?;
+    io.dyn_ns("/{*path}", on_connect.with(register_relay))?;
+    adapter.set_socket_inspector(crate::handshake::inspector(io.clone()));
+
+    let health_adapter = adapter.clone();
+    let router = Router::new()
+        .route("/", get(index))
+        .route("/socket.io.min.js", get(client_bundle))
+        .route("/healthz", get(move || health(health_adapter.clone())))
+        .layer(layer)
+        .layer(cors(&server.cors));
+    Ok((router, io))
+}
+
+/// Serves `router` on `addr` until `shutdown` completes; returns the bound address
+/// through `bound` as soon as it listens.
+pub async fn serve(
+    router: Router,
+    addr: SocketAddr,
+    bound: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    bound(listener.local_addr()?);
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let layer = CorsLayer::new().allow_methods(tower_http::cors::Any).allow_headers(tower_http::cors::Any);
+    if origins.iter().any(|o| o == "*") {
+        layer.allow_origin(tower_http::cors::Any)
+    } else {
+        let list: Vec<HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+        layer.allow_origin(AllowOrigin::list(list))
+    }
+}
+
+async fn index() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], include_str!("../static/index.html"))
+}
+
+async fn client_bundle() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/javascript")], include_str!("../static/socket.io.min.js"))
+}
+
+async fn health(adapter: Adapter) -> impl IntoResponse {
+    let info = adapter.info();
+    let (source, sha256) = adapter.component();
+    Json(json!({
+        "status": "ok",
+        "node_id": adapter.node_id(),
+        "adapter": { "name": info.name, "version": info.version, "source": source, "sha256": sha256 },
+        "guest": adapter.metrics().to_json(),
+    }))
+}
+
+async fn on_connect(socket: SocketRef<Ns>) {
+    tracing::debug!(sid = %socket.id, ns = socket.ns(), "connected");
+}
+
+async fn register_relay(socket: SocketRef<Ns>, TryData(auth): TryData<Mp>) -> Result<(), std::convert::Infallible> {
+    crate::handshake::record(&socket, auth.unwrap_or(Mp::Map(vec![])));
+    socket.on("join", on_join);
+    socket.on("leave", on_leave);
+    socket.on("publish", on_publish);
+    Ok(())
+}
+
+fn reply(ack: AckSender<Ns>, body: serde_json::Value) {
+    // A client that asked for no ack gets none; nothing to report.
+    let _ = ack.send(&body);
+}
+
+fn sorted_rooms(socket: &SocketRef<Ns>) -> Vec<String> {
+    let mut rooms: Vec<String> = socket.rooms().into_iter().map(|r| r.to_string()).collect();
+    rooms.sort();
+    rooms
+}
+
+/// A room name or a non-empty list of them.
+fn room_list(v: &Mp) -> Result<Vec<String>, String> {
+    let one = |v: &Mp| match v.as_str() {
+        Some(s) if !s.is_empty() => Ok(s.to_string()),
+        _ => Err("a room must be a non-empty string".to_string()),
+    };
+    match v {
+        Mp::Array(items) if !items.is_empty() => items.iter().map(one).collect(),
+        Mp::Array(_) => Err("the room list is empty".into()),
+        other => one(other).map(|r| vec![r]),
+    }
+}
+
+async fn on_join(socket: SocketRef<Ns>, TryData(arg): TryData<Mp>, ack: AckSender<Ns>) {
+    match arg.map_err(|e| e.to_string()).and_then(|a| room_list(&a)) {
+        Ok(rooms) => {
+            socket.join(rooms);
+            reply(ack, json!({ "ok": true, "rooms": sorted_rooms(&socket) }));
+        }
+        Err(e) => reply(ack, json!({ "error": format!("join: {e}") })),
+    }
+}
+
+async fn on_leave(socket: SocketRef<Ns>, TryData(arg): TryData<Mp>, ack: AckSender<Ns>) {
+    match arg.map_err(|e| e.to_string()).and_then(|a| room_list(&a)) {
+        Ok(rooms) => {
+            socket.leave(rooms);
+            reply(ack, json!({ "ok": true, "rooms": sorted_rooms(&socket) }));
+        }
+        Err(e) => reply(ack, json!({ "error": format!("leave: {e}") })),
+    }
+}
+
+/// A validated `publish` request.
+struct Publish {
+    rooms: Option<Vec<String>>,
+    event: String,
+    data: Mp,
+    except_self: bool,
+}
+
+fn parse_publish(arg: Mp) -> Result<Publish, String> {
+    let Mp::Map(fields) = arg else { return Err("expected an object {room?, event, data?, exceptSelf?}".into()) };
+    let (mut rooms, mut event, mut data, mut except_self) = (None, None, Mp::Nil, false);
+    for (k, v) in fields {
+        match k.as_str() {
+            Some("room") => rooms = if v.is_nil() { None } else { Some(room_list(&v)?) },
+            Some("event") => event = Some(v.as_str().ok_or("`event` must be a string")?.to_string()),
+            Some("data") => data = v,
+            Some("exceptSelf") => except_self = v.as_bool().ok_or("`exceptSelf` must be a boolean")?,
+            Some(other) => return Err(format!("unknown field `{other}`")),
+            None => return Err("field names must be strings".into()),
+        }
+    }
+    let event = event.ok_or("`event` is required")?;
+    if event.is_empty() || RESERVED.contains(&event.as_str()) {
+        return Err(format!("`{event}` cannot be published (empty or reserved by socket.io)"));
+    }
+    Ok(Publish { rooms, event, data, except_self })
+}
+
+async fn on_publish(socket: SocketRef<Ns>, io: SocketIo<Ns>, TryData(arg): TryData<Mp>, ack: AckSender<Ns>) {
+    let req = match arg.map_err(|e| e.to_string()).and_then(parse_publish) {
+        Ok(req) => req,
+        Err(e) => return reply(ack, json!({ "error": format!("publish: {e}") })),
+    };
+    let Some(all) = io.of(socket.ns()) else {
+        return reply(ack, json!({ "error": "publish: namespace is gone" }));
+    };
+    let op = match (req.rooms, req.except_self) {
+        (Some(rooms), true) => socket.to(rooms),
+        (Some(rooms), false) => all.to(rooms),
+        (None, true) => socket.broadcast(),
+        (None, false) => all,
+    };
+    let count = op.clone().sockets().len();
+    match op.emit(&req.event, &req.data).await {
+        Ok(()) => reply(ack, json!({ "ok": true, "count": count })),
+        Err(e) => reply(ack, json!({ "error": format!("publish: {e}"), "count": count })),
+    }
+}

@@ -1,0 +1,100 @@
+//! TEST DOUBLE, never shipped: a single-node adapter that misbehaves on purpose, so
+//! tests can show the host surviving it. A broadcast whose packet contains
+//! `__trap__` traps, `__loop__` spins forever, `__grow__` allocates until the memory
+//! cap stops it. With options `{"fail_init": true}` its `init` returns an error.
+
+wit_bindgen::generate!({ path: "../../../wit", world: "local-adapter" });
+
+use exports::wasio::adapter::guest::{AdapterInfo, BroadcastOpts, Guest, InitArgs};
+use wasio::adapter::requests::{self, Answer};
+use wasio::adapter::types::Error;
+
+struct Faulty;
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn misbehave_on(packet: &[u8]) {
+    if contains(packet, b"__trap__") {
+        panic!("faulty guest: trap requested");
+    }
+    if contains(packet, b"__loop__") {
+        let mut n: u64 = 0;
+        loop {
+            n = std::hint::black_box(n.wrapping_add(1));
+        }
+    }
+    if contains(packet, b"__grow__") {
+        let mut hog: Vec<Vec<u8>> = Vec::new();
+        loop {
+            hog.push(vec![1u8; 1 << 20]);
+            std::hint::black_box(&hog);
+        }
+    }
+}
+
+impl Guest for Faulty {
+    fn init(args: InitArgs) -> Result<AdapterInfo, Error> {
+        if args.options.contains("\"fail_init\":true") {
+            return Err(Error::Invalid("faulty guest: init refused on purpose".into()));
+        }
+        Ok(AdapterInfo { name: "faulty".into(), version: env!("CARGO_PKG_VERSION").into() })
+    }
+    fn open(_nsp: String) -> Result<(), Error> {
+        Ok(())
+    }
+    fn close() -> Result<(), Error> {
+        Ok(())
+    }
+    fn broadcast(_nsp: String, packet: Vec<u8>, _opts: BroadcastOpts) -> Result<(), Error> {
+        misbehave_on(&packet);
+        Ok(())
+    }
+    fn broadcast_with_ack(_: String, id: u64, packet: Vec<u8>, _: BroadcastOpts, _: u32) -> Result<(), Error> {
+        misbehave_on(&packet);
+        requests::finish(id, Ok(()));
+        Ok(())
+    }
+    fn add_sockets(_: String, _: BroadcastOpts, _: Vec<String>) -> Result<(), Error> {
+        Ok(())
+    }
+    fn del_sockets(_: String, _: BroadcastOpts, _: Vec<String>) -> Result<(), Error> {
+        Ok(())
+    }
+    fn disconnect_sockets(_: String, _: BroadcastOpts, _: bool) -> Result<(), Error> {
+        Ok(())
+    }
+    fn fetch_sockets(_: String, id: u64, _: BroadcastOpts) -> Result<(), Error> {
+        requests::finish(id, Ok(()));
+        Ok(())
+    }
+    fn all_rooms(_: String, id: u64, _: BroadcastOpts) -> Result<(), Error> {
+        requests::finish(id, Ok(()));
+        Ok(())
+    }
+    fn server_count(_: String, id: u64) -> Result<(), Error> {
+        requests::reply(id, &Answer::ServerCount(1));
+        requests::finish(id, Ok(()));
+        Ok(())
+    }
+    fn server_side_emit(_: String, id: Option<u64>, _: Vec<u8>) -> Result<(), Error> {
+        if let Some(id) = id {
+            requests::finish(id, Ok(()));
+        }
+        Ok(())
+    }
+    fn on_message(_: String, _: Option<String>, _: Vec<u8>) -> Result<(), Error> {
+        Ok(())
+    }
+    fn on_document(_: String, _: Vec<u8>) -> Result<(), Error> {
+        Ok(())
+    }
+    fn on_timer(_: u64) {}
+    fn on_counts(_: u64, _: Result<Vec<u64>, Error>) {}
+    fn on_local_ack(_: u64, _: Option<Vec<u8>>) {}
+    fn on_server_side_ack(_: u64, _: Vec<u8>) {}
+    fn on_connection(_: bool) {}
+}
+
+export!(Faulty);
