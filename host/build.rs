@@ -9,6 +9,7 @@ const GUESTS: &[(&str, &str, Option<&str>)] = &[
     ("wasio-guest-local", "wasio_guest_local.wasm", Some("local.wasm")),
     // Test doubles, built here so tests find them; never embedded.
     ("faulty", "faulty.wasm", None),
+    ("future-version", "future_version.wasm", None),
 ];
 
 fn main() {

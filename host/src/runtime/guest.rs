@@ -109,7 +109,7 @@ impl GuestSlot {
             Err(e) => {
                 let cause = fault_cause(&e);
                 self.shared.metrics.record_fault(&e);
-                tracing::error!(adapter = %self.info.name, op, %cause, "guest stopped; re-instantiating");
+                tracing::error!(adapter = %self.info.name, op, %cause, trace = %backtrace(&e), "guest stopped; re-instantiating");
                 *guard = None;
                 self.shared.instance_gone("adapter instance was restarted after a fault");
                 match self.reinstantiate().await {
@@ -199,5 +199,10 @@ fn fault_cause(e: &wasmtime::Error) -> String {
     if let Some(stop) = e.downcast_ref::<Stop>() {
         return stop.to_string();
     }
-    format!("{e:?}").lines().take(12).collect::<Vec<_>>().join(" | ")
+    e.root_cause().to_string()
+}
+
+/// The guest's wasm backtrace, on one line, for the log.
+fn backtrace(e: &wasmtime::Error) -> String {
+    format!("{e:?}").lines().map(str::trim).filter(|l| !l.is_empty()).take(24).collect::<Vec<_>>().join(" | ")
 }

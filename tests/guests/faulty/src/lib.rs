@@ -1,7 +1,7 @@
 //! TEST DOUBLE, never shipped: a single-node adapter that misbehaves on purpose, so
 //! tests can show the host surviving it. A broadcast whose packet contains
 //! `__trap__` traps, `__loop__` spins forever, `__grow__` allocates until the memory
-//! cap stops it. With options `{"fail_init": true}` its `init` returns an error.
+//! cap stops it, `__probe__` reports what the sandbox let it reach. With options `{"fail_init": true}` its `init` returns an error.
 
 wit_bindgen::generate!({ path: "../../../wit", world: "local-adapter" });
 
@@ -15,7 +15,20 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-fn misbehave_on(packet: &[u8]) {
+/// What the sandbox let the guest see: tests assert it is nothing.
+fn probe() -> String {
+    let fs_root = std::fs::read_dir("/").map(|d| d.count()).map_err(|e| e.kind());
+    let fs_cwd = std::fs::read_dir(".").map(|d| d.count()).map_err(|e| e.kind());
+    let env = std::env::vars().count();
+    let args = std::env::args().count();
+    let net = std::net::TcpStream::connect("127.0.0.1:6379").map(|_| ()).map_err(|e| e.kind());
+    format!("fs_root={fs_root:?} fs_cwd={fs_cwd:?} env={env} args={args} net={net:?}")
+}
+
+fn misbehave_on(packet: &[u8]) -> Result<(), Error> {
+    if contains(packet, b"__probe__") {
+        return Err(Error::Other(probe()));
+    }
     if contains(packet, b"__trap__") {
         panic!("faulty guest: trap requested");
     }
@@ -32,6 +45,7 @@ fn misbehave_on(packet: &[u8]) {
             std::hint::black_box(&hog);
         }
     }
+    Ok(())
 }
 
 impl Guest for Faulty {
@@ -48,11 +62,10 @@ impl Guest for Faulty {
         Ok(())
     }
     fn broadcast(_nsp: String, packet: Vec<u8>, _opts: BroadcastOpts) -> Result<(), Error> {
-        misbehave_on(&packet);
-        Ok(())
+        misbehave_on(&packet)
     }
     fn broadcast_with_ack(_: String, id: u64, packet: Vec<u8>, _: BroadcastOpts, _: u32) -> Result<(), Error> {
-        misbehave_on(&packet);
+        misbehave_on(&packet)?;
         requests::finish(id, Ok(()));
         Ok(())
     }
