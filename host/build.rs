@@ -6,7 +6,11 @@ use std::process::Command;
 
 /// Guest crates built with the host: (package, artifact, embedded as).
 const GUESTS: &[(&str, &str, Option<&str>)] = &[
-    ("wasio-guest-local", "wasio_guest_local.wasm", Some("local.wasm")),
+    (
+        "wasio-guest-local",
+        "wasio_guest_local.wasm",
+        Some("local.wasm"),
+    ),
     // Test doubles, built here so tests find them; never embedded.
     ("faulty", "faulty.wasm", None),
     ("future-version", "future_version.wasm", None),
@@ -25,14 +29,22 @@ fn main() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
         .arg(&target_dir);
     for (package, _, _) in GUESTS {
         cmd.args(["-p", package]);
     }
     // The outer build's flags and target settings are for the host, not the guests.
     for (key, _) in std::env::vars() {
-        if (key.starts_with("CARGO_") && key != "CARGO_HOME" && !key.starts_with("CARGO_REGISTRIES"))
+        if (key.starts_with("CARGO_")
+            && key != "CARGO_HOME"
+            && !key.starts_with("CARGO_REGISTRIES"))
             || key == "RUSTFLAGS"
             || key == "RUSTC_WORKSPACE_WRAPPER"
         {
@@ -59,5 +71,6 @@ fn main() {
 }
 
 fn copy(from: &Path, to: &Path) {
-    std::fs::copy(from, to).unwrap_or_else(|e| panic!("copy {} to {}: {e}", from.display(), to.display()));
+    std::fs::copy(from, to)
+        .unwrap_or_else(|e| panic!("copy {} to {}: {e}", from.display(), to.display()));
 }

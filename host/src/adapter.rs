@@ -14,7 +14,9 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::capabilities::{Event, ServerSideHandler, Shared, SocketInspector};
-use crate::runtime::{AdapterComponent, AdapterInfo, BroadcastOpts, Capability, GuestError, GuestSlot, Limits};
+use crate::runtime::{
+    AdapterComponent, AdapterInfo, BroadcastOpts, Capability, GuestError, GuestSlot, Limits,
+};
 
 /// Where an adapter component comes from.
 #[derive(Clone, Debug)]
@@ -91,16 +93,55 @@ impl Drop for Inner {
 
 /// A call into the guest, by operation.
 pub(crate) enum GuestCall {
-    Open { nsp: String },
-    Broadcast { nsp: String, packet: Vec<u8>, opts: BroadcastOpts },
-    BroadcastWithAck { nsp: String, id: u64, packet: Vec<u8>, opts: BroadcastOpts, timeout_ms: u32 },
-    AddSockets { nsp: String, opts: BroadcastOpts, rooms: Vec<String> },
-    DelSockets { nsp: String, opts: BroadcastOpts, rooms: Vec<String> },
-    DisconnectSockets { nsp: String, opts: BroadcastOpts, close: bool },
-    FetchSockets { nsp: String, id: u64, opts: BroadcastOpts },
-    AllRooms { nsp: String, id: u64, opts: BroadcastOpts },
-    ServerCount { nsp: String, id: u64 },
-    ServerSideEmit { nsp: String, id: Option<u64>, data: Vec<u8> },
+    Open {
+        nsp: String,
+    },
+    Broadcast {
+        nsp: String,
+        packet: Vec<u8>,
+        opts: BroadcastOpts,
+    },
+    BroadcastWithAck {
+        nsp: String,
+        id: u64,
+        packet: Vec<u8>,
+        opts: BroadcastOpts,
+        timeout_ms: u32,
+    },
+    AddSockets {
+        nsp: String,
+        opts: BroadcastOpts,
+        rooms: Vec<String>,
+    },
+    DelSockets {
+        nsp: String,
+        opts: BroadcastOpts,
+        rooms: Vec<String>,
+    },
+    DisconnectSockets {
+        nsp: String,
+        opts: BroadcastOpts,
+        close: bool,
+    },
+    FetchSockets {
+        nsp: String,
+        id: u64,
+        opts: BroadcastOpts,
+    },
+    AllRooms {
+        nsp: String,
+        id: u64,
+        opts: BroadcastOpts,
+    },
+    ServerCount {
+        nsp: String,
+        id: u64,
+    },
+    ServerSideEmit {
+        nsp: String,
+        id: Option<u64>,
+        data: Vec<u8>,
+    },
 }
 
 impl Adapter {
@@ -111,11 +152,17 @@ impl Adapter {
         let node_id = Uid::new().to_string();
         let (shared, events) = Shared::new(node_id);
         let options = serde_json::to_string(&opts.options).context("adapter options")?;
-        let slot = GuestSlot::start(Arc::new(component), shared.clone(), opts.limits, options).await?;
+        let slot =
+            GuestSlot::start(Arc::new(component), shared.clone(), opts.limits, options).await?;
         *shared.adapter_name.write().unwrap() = slot.info().name.clone();
         let slot = Arc::new(ArcSwap::from_pointee(slot));
         let dispatcher = tokio::spawn(dispatch(slot.clone(), events)).abort_handle();
-        Ok(Adapter(Arc::new(Inner { shared, slot, request_timeout: opts.request_timeout, dispatcher })))
+        Ok(Adapter(Arc::new(Inner {
+            shared,
+            slot,
+            request_timeout: opts.request_timeout,
+            dispatcher,
+        })))
     }
 
     /// The embedded single-node adapter with default limits.
@@ -143,7 +190,10 @@ impl Adapter {
     /// Where the running component came from, and its sha256.
     pub fn component(&self) -> (String, String) {
         let slot = self.0.slot.load();
-        (slot.component().source.clone(), slot.component().sha256.clone())
+        (
+            slot.component().source.clone(),
+            slot.component().sha256.clone(),
+        )
     }
 
     /// Guest health counters.
@@ -160,20 +210,40 @@ impl Adapter {
     /// with `[event, ...args]`; returns at once.
     pub async fn server_side_emit(&self, nsp: &str, data: Vec<rmpv::Value>) -> anyhow::Result<()> {
         let data = encode_array(data);
-        self.call("server-side-emit", GuestCall::ServerSideEmit { nsp: nsp.into(), id: None, data }).await?;
+        self.call(
+            "server-side-emit",
+            GuestCall::ServerSideEmit {
+                nsp: nsp.into(),
+                id: None,
+                data,
+            },
+        )
+        .await?;
         Ok(())
     }
 
     /// `serverSideEmit` with an ack: each other node's answer (its ack arguments), as
     /// they arrived before the request timeout.
-    pub async fn server_side_emit_with_ack(&self, nsp: &str, data: Vec<rmpv::Value>) -> anyhow::Result<Vec<rmpv::Value>> {
+    pub async fn server_side_emit_with_ack(
+        &self,
+        nsp: &str,
+        data: Vec<rmpv::Value>,
+    ) -> anyhow::Result<Vec<rmpv::Value>> {
         let handle = self.0.shared.open_request();
-        let call = GuestCall::ServerSideEmit { nsp: nsp.into(), id: Some(handle.id), data: encode_array(data) };
+        let call = GuestCall::ServerSideEmit {
+            nsp: nsp.into(),
+            id: Some(handle.id),
+            data: encode_array(data),
+        };
         self.call("server-side-emit", call).await?;
-        let answers = handle.collect(self.request_timeout() + self.request_grace()).await;
+        let answers = handle
+            .collect(self.request_timeout() + self.request_grace())
+            .await;
         let mut acks = Vec::new();
         for part in answers.parts {
-            if let crate::runtime::bindings::wasio::adapter::requests::Answer::ServerAck(bytes) = part {
+            if let crate::runtime::bindings::wasio::adapter::requests::Answer::ServerAck(bytes) =
+                part
+            {
                 acks.push(rmpv::decode::read_value(&mut &bytes[..])?);
             }
         }
@@ -212,25 +282,50 @@ impl Adapter {
                     let g = g.wasio_adapter_guest();
                     match call {
                         GuestCall::Open { nsp } => g.call_open(s, &nsp).await,
-                        GuestCall::Broadcast { nsp, packet, opts } => g.call_broadcast(s, &nsp, &packet, &opts).await,
-                        GuestCall::BroadcastWithAck { nsp, id, packet, opts, timeout_ms } => {
-                            g.call_broadcast_with_ack(s, &nsp, id, &packet, &opts, timeout_ms).await
+                        GuestCall::Broadcast { nsp, packet, opts } => {
+                            g.call_broadcast(s, &nsp, &packet, &opts).await
                         }
-                        GuestCall::AddSockets { nsp, opts, rooms } => g.call_add_sockets(s, &nsp, &opts, &rooms).await,
-                        GuestCall::DelSockets { nsp, opts, rooms } => g.call_del_sockets(s, &nsp, &opts, &rooms).await,
+                        GuestCall::BroadcastWithAck {
+                            nsp,
+                            id,
+                            packet,
+                            opts,
+                            timeout_ms,
+                        } => {
+                            g.call_broadcast_with_ack(s, &nsp, id, &packet, &opts, timeout_ms)
+                                .await
+                        }
+                        GuestCall::AddSockets { nsp, opts, rooms } => {
+                            g.call_add_sockets(s, &nsp, &opts, &rooms).await
+                        }
+                        GuestCall::DelSockets { nsp, opts, rooms } => {
+                            g.call_del_sockets(s, &nsp, &opts, &rooms).await
+                        }
                         GuestCall::DisconnectSockets { nsp, opts, close } => {
                             g.call_disconnect_sockets(s, &nsp, &opts, close).await
                         }
-                        GuestCall::FetchSockets { nsp, id, opts } => g.call_fetch_sockets(s, &nsp, id, &opts).await,
-                        GuestCall::AllRooms { nsp, id, opts } => g.call_all_rooms(s, &nsp, id, &opts).await,
-                        GuestCall::ServerCount { nsp, id } => g.call_server_count(s, &nsp, id).await,
-                        GuestCall::ServerSideEmit { nsp, id, data } => g.call_server_side_emit(s, &nsp, id, &data).await,
+                        GuestCall::FetchSockets { nsp, id, opts } => {
+                            g.call_fetch_sockets(s, &nsp, id, &opts).await
+                        }
+                        GuestCall::AllRooms { nsp, id, opts } => {
+                            g.call_all_rooms(s, &nsp, id, &opts).await
+                        }
+                        GuestCall::ServerCount { nsp, id } => {
+                            g.call_server_count(s, &nsp, id).await
+                        }
+                        GuestCall::ServerSideEmit { nsp, id, data } => {
+                            g.call_server_side_emit(s, &nsp, id, &data).await
+                        }
                     }
                 })
             })
             .await;
         if res.is_err() {
-            self.0.shared.metrics.relay_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.0
+                .shared
+                .metrics
+                .relay_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         res
     }
@@ -250,7 +345,10 @@ async fn compile(source: &WasmSource, granted: &[Capability]) -> anyhow::Result<
     tokio::task::spawn_blocking(move || match source {
         WasmSource::Builtin(name) => {
             let bytes = builtin(&name).with_context(|| {
-                format!("builtin:{name}: no such built-in adapter (built in: {})", BUILTINS.join(", "))
+                format!(
+                    "builtin:{name}: no such built-in adapter (built in: {})",
+                    BUILTINS.join(", ")
+                )
             })?;
             AdapterComponent::from_bytes(&format!("builtin:{name}"), bytes, &granted)
         }
@@ -272,49 +370,89 @@ async fn dispatch(slot: Arc<ArcSwap<GuestSlot>>, mut events: mpsc::UnboundedRece
                     continue;
                 }
                 slot.call("on-timer", move |g, s| {
-                    Box::pin(async move { g.wasio_adapter_guest().call_on_timer(s, id).await.map(Ok) })
+                    Box::pin(
+                        async move { g.wasio_adapter_guest().call_on_timer(s, id).await.map(Ok) },
+                    )
                 })
                 .await
             }
-            Event::LocalAck { generation, handle, ack } => {
+            Event::LocalAck {
+                generation,
+                handle,
+                ack,
+            } => {
                 if stale(generation) {
                     continue;
                 }
                 slot.call("on-local-ack", move |g, s| {
-                    Box::pin(async move { g.wasio_adapter_guest().call_on_local_ack(s, handle, ack.as_deref()).await.map(Ok) })
+                    Box::pin(async move {
+                        g.wasio_adapter_guest()
+                            .call_on_local_ack(s, handle, ack.as_deref())
+                            .await
+                            .map(Ok)
+                    })
                 })
                 .await
             }
-            Event::ServerSideAck { generation, handle, data } => {
+            Event::ServerSideAck {
+                generation,
+                handle,
+                data,
+            } => {
                 if stale(generation) {
                     continue;
                 }
                 slot.call("on-server-side-ack", move |g, s| {
-                    Box::pin(async move { g.wasio_adapter_guest().call_on_server_side_ack(s, handle, &data).await.map(Ok) })
+                    Box::pin(async move {
+                        g.wasio_adapter_guest()
+                            .call_on_server_side_ack(s, handle, &data)
+                            .await
+                            .map(Ok)
+                    })
                 })
                 .await
             }
-            Event::Counts { generation, ticket, counts } => {
+            Event::Counts {
+                generation,
+                ticket,
+                counts,
+            } => {
                 if stale(generation) {
                     continue;
                 }
                 let counts = counts.map_err(crate::runtime::WitError::Unavailable);
                 slot.call("on-counts", move |g, s| {
-                    Box::pin(async move { g.wasio_adapter_guest().call_on_counts(s, ticket, counts.as_ref().map(Vec::as_slice)).await.map(Ok) })
+                    Box::pin(async move {
+                        g.wasio_adapter_guest()
+                            .call_on_counts(s, ticket, counts.as_ref().map(Vec::as_slice))
+                            .await
+                            .map(Ok)
+                    })
                 })
                 .await
             }
             Event::Connection { up } => {
                 slot.call("on-connection", move |g, s| {
-                    Box::pin(async move { g.wasio_adapter_guest().call_on_connection(s, up).await.map(Ok) })
+                    Box::pin(async move {
+                        g.wasio_adapter_guest()
+                            .call_on_connection(s, up)
+                            .await
+                            .map(Ok)
+                    })
                 })
                 .await
             }
-            Event::Message { channel, pattern, payload } => {
+            Event::Message {
+                channel,
+                pattern,
+                payload,
+            } => {
                 let res = slot
                     .call("on-message", move |g, s| {
                         Box::pin(async move {
-                            g.wasio_adapter_guest().call_on_message(s, &channel, pattern.as_deref(), &payload).await
+                            g.wasio_adapter_guest()
+                                .call_on_message(s, &channel, pattern.as_deref(), &payload)
+                                .await
                         })
                     })
                     .await;
@@ -331,5 +469,8 @@ async fn dispatch(slot: Arc<ArcSwap<GuestSlot>>, mut events: mpsc::UnboundedRece
 }
 
 fn slot_shared_dropped(slot: &GuestSlot) {
-    slot.shared().metrics.dropped_messages.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    slot.shared()
+        .metrics
+        .dropped_messages
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use futures_util::stream::{self, BoxStream, Fuse, Select, StreamExt};
 use socketioxide_core::adapter::errors::{AdapterError, BroadcastError};
 use socketioxide_core::adapter::{
-    AckStreamItem, BroadcastOptions, CoreAdapter, CoreLocalAdapter, DefinedAdapter, RemoteSocketData, Room,
-    RoomParam, SocketEmitter, Spawnable,
+    AckStreamItem, BroadcastOptions, CoreAdapter, CoreLocalAdapter, DefinedAdapter,
+    RemoteSocketData, Room, RoomParam, SocketEmitter, Spawnable,
 };
 use socketioxide_core::packet::Packet;
 use socketioxide_core::{Sid, Str, Uid};
@@ -85,7 +85,10 @@ pub struct InitRes(futures_util::future::BoxFuture<'static, Result<(), Error>>);
 
 impl std::future::Future for InitRes {
     type Output = Result<(), Error>;
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
         self.0.as_mut().poll(cx)
     }
 }
@@ -101,8 +104,12 @@ impl Spawnable for InitRes {
 }
 
 /// Acks of a broadcast: this node's clients and other nodes' clients, merged.
-pub type AckStream<E> =
-    Fuse<Select<<E as SocketEmitter>::AckStream, BoxStream<'static, AckStreamItem<<E as SocketEmitter>::AckError>>>>;
+pub type AckStream<E> = Fuse<
+    Select<
+        <E as SocketEmitter>::AckStream,
+        BoxStream<'static, AckStreamItem<<E as SocketEmitter>::AckError>>,
+    >,
+>;
 
 impl<E: SocketEmitter> CoreAdapter<E> for WasmAdapter<E> {
     type Error = Error;
@@ -112,11 +119,16 @@ impl<E: SocketEmitter> CoreAdapter<E> for WasmAdapter<E> {
 
     fn new(state: &Adapter, local: CoreLocalAdapter<E>) -> Self {
         let nsp = local.path().to_string();
-        WasmAdapter { local, adapter: state.clone(), nsp }
+        WasmAdapter {
+            local,
+            adapter: state.clone(),
+            nsp,
+        }
     }
 
     fn init(self: Arc<Self>, on_success: impl FnOnce() + Send + 'static) -> InitRes {
-        let weak: Weak<dyn LocalNamespace> = Arc::downgrade(&(self.clone() as Arc<dyn LocalNamespace>));
+        let weak: Weak<dyn LocalNamespace> =
+            Arc::downgrade(&(self.clone() as Arc<dyn LocalNamespace>));
         self.adapter.shared().add_namespace(&self.nsp, weak);
         let fut = async move {
             let nsp = self.nsp.clone();
@@ -135,7 +147,9 @@ impl<E: SocketEmitter> CoreAdapter<E> for WasmAdapter<E> {
     async fn server_count(&self) -> Result<u16, Error> {
         let nsp = self.nsp.clone();
         let answers = self
-            .request("server-count", self.adapter.request_timeout(), |id| GuestCall::ServerCount { nsp, id })
+            .request("server-count", self.adapter.request_timeout(), |id| {
+                GuestCall::ServerCount { nsp, id }
+            })
             .await?;
         let count = answers.iter().rev().find_map(|a| match a {
             Answer::ServerCount(n) => Some(*n),
@@ -144,13 +158,26 @@ impl<E: SocketEmitter> CoreAdapter<E> for WasmAdapter<E> {
         Ok(count.unwrap_or(1).min(u16::MAX as u32) as u16)
     }
 
-    async fn broadcast(&self, packet: Packet, opts: BroadcastOptions) -> Result<(), BroadcastError> {
-        let relay = self.relayed(&opts).then(|| (codec::encode_packet(&packet), codec::opts_to_wit(&opts)));
+    async fn broadcast(
+        &self,
+        packet: Packet,
+        opts: BroadcastOptions,
+    ) -> Result<(), BroadcastError> {
+        let relay = self
+            .relayed(&opts)
+            .then(|| (codec::encode_packet(&packet), codec::opts_to_wit(&opts)));
         let local = self.local.broadcast(packet, opts);
         if let Some((encoded, wit_opts)) = relay {
             let packet = encoded.map_err(|e| AdapterError::from(Error::from(e)))?;
-            let call = GuestCall::Broadcast { nsp: self.nsp.clone(), packet, opts: wit_opts };
-            self.adapter.call("broadcast", call).await.map_err(|e| AdapterError::from(Error::from(e)))?;
+            let call = GuestCall::Broadcast {
+                nsp: self.nsp.clone(),
+                packet,
+                opts: wit_opts,
+            };
+            self.adapter
+                .call("broadcast", call)
+                .await
+                .map_err(|e| AdapterError::from(Error::from(e)))?;
         }
         local.map_err(BroadcastError::from)
     }
@@ -162,7 +189,9 @@ impl<E: SocketEmitter> CoreAdapter<E> for WasmAdapter<E> {
         timeout: Option<Duration>,
     ) -> Result<Self::AckStream, Error> {
         let timeout = timeout.unwrap_or_else(|| self.local.ack_timeout());
-        let relay = self.relayed(&opts).then(|| (codec::encode_packet(&packet), codec::opts_to_wit(&opts)));
+        let relay = self
+            .relayed(&opts)
+            .then(|| (codec::encode_packet(&packet), codec::opts_to_wit(&opts)));
         let (local, _count) = self.local.broadcast_with_ack(packet, opts, Some(timeout));
         let Some((encoded, wit_opts)) = relay else {
             return Ok(stream::select(local, stream::empty().boxed()).fuse());
@@ -179,7 +208,9 @@ impl<E: SocketEmitter> CoreAdapter<E> for WasmAdapter<E> {
         let deadline = tokio::time::Instant::now() + timeout + self.adapter.request_grace();
         let remote = stream::unfold(handle, move |mut handle| async move {
             loop {
-                let part = tokio::time::timeout_at(deadline, handle.next()).await.ok()??;
+                let part = tokio::time::timeout_at(deadline, handle.next())
+                    .await
+                    .ok()??;
                 match part {
                     Ok(Answer::Ack(bytes)) => match codec::decode_value(&bytes) {
                         Ok(v) => return Some(((Sid::ZERO, Ok(v)), handle)),
@@ -196,24 +227,50 @@ impl<E: SocketEmitter> CoreAdapter<E> for WasmAdapter<E> {
         Ok(stream::select(local, remote.boxed()).fuse())
     }
 
-    async fn add_sockets(&self, opts: BroadcastOptions, rooms: impl RoomParam) -> Result<(), Error> {
+    async fn add_sockets(
+        &self,
+        opts: BroadcastOptions,
+        rooms: impl RoomParam,
+    ) -> Result<(), Error> {
         let rooms: Vec<Room> = rooms.into_room_iter().collect();
         let relay = self.relayed(&opts).then(|| codec::opts_to_wit(&opts));
         self.local.add_sockets(opts, rooms.clone());
         if let Some(opts) = relay {
             let rooms = rooms.iter().map(|r| r.to_string()).collect();
-            self.adapter.call("add-sockets", GuestCall::AddSockets { nsp: self.nsp.clone(), opts, rooms }).await?;
+            self.adapter
+                .call(
+                    "add-sockets",
+                    GuestCall::AddSockets {
+                        nsp: self.nsp.clone(),
+                        opts,
+                        rooms,
+                    },
+                )
+                .await?;
         }
         Ok(())
     }
 
-    async fn del_sockets(&self, opts: BroadcastOptions, rooms: impl RoomParam) -> Result<(), Error> {
+    async fn del_sockets(
+        &self,
+        opts: BroadcastOptions,
+        rooms: impl RoomParam,
+    ) -> Result<(), Error> {
         let rooms: Vec<Room> = rooms.into_room_iter().collect();
         let relay = self.relayed(&opts).then(|| codec::opts_to_wit(&opts));
         self.local.del_sockets(opts, rooms.clone());
         if let Some(opts) = relay {
             let rooms = rooms.iter().map(|r| r.to_string()).collect();
-            self.adapter.call("del-sockets", GuestCall::DelSockets { nsp: self.nsp.clone(), opts, rooms }).await?;
+            self.adapter
+                .call(
+                    "del-sockets",
+                    GuestCall::DelSockets {
+                        nsp: self.nsp.clone(),
+                        opts,
+                        rooms,
+                    },
+                )
+                .await?;
         }
         Ok(())
     }
@@ -222,8 +279,15 @@ impl<E: SocketEmitter> CoreAdapter<E> for WasmAdapter<E> {
         let relay = self.relayed(&opts).then(|| codec::opts_to_wit(&opts));
         let local = self.local.disconnect_socket(opts);
         if let Some(opts) = relay {
-            let call = GuestCall::DisconnectSockets { nsp: self.nsp.clone(), opts, close: false };
-            self.adapter.call("disconnect-sockets", call).await.map_err(|e| AdapterError::from(Error::from(e)))?;
+            let call = GuestCall::DisconnectSockets {
+                nsp: self.nsp.clone(),
+                opts,
+                close: false,
+            };
+            self.adapter
+                .call("disconnect-sockets", call)
+                .await
+                .map_err(|e| AdapterError::from(Error::from(e)))?;
         }
         local.map_err(BroadcastError::Socket)
     }
@@ -233,7 +297,9 @@ impl<E: SocketEmitter> CoreAdapter<E> for WasmAdapter<E> {
         if self.relayed(&opts) {
             let (nsp, wit) = (self.nsp.clone(), codec::opts_to_wit(&opts));
             let answers = self
-                .request("all-rooms", self.adapter.request_timeout(), |id| GuestCall::AllRooms { nsp, id, opts: wit })
+                .request("all-rooms", self.adapter.request_timeout(), |id| {
+                    GuestCall::AllRooms { nsp, id, opts: wit }
+                })
                 .await?;
             for a in answers {
                 if let Answer::Rooms(r) = a {
@@ -249,7 +315,9 @@ impl<E: SocketEmitter> CoreAdapter<E> for WasmAdapter<E> {
         if self.relayed(&opts) {
             let (nsp, wit) = (self.nsp.clone(), codec::opts_to_wit(&opts));
             let answers = self
-                .request("fetch-sockets", self.adapter.request_timeout(), |id| GuestCall::FetchSockets { nsp, id, opts: wit })
+                .request("fetch-sockets", self.adapter.request_timeout(), |id| {
+                    GuestCall::FetchSockets { nsp, id, opts: wit }
+                })
                 .await?;
             let ns = Str::from(self.nsp.clone());
             for a in answers {
@@ -291,7 +359,9 @@ impl<E: SocketEmitter> LocalNamespace for WasmAdapter<E> {
         timeout: Option<Duration>,
     ) -> Result<(BoxStream<'static, Vec<u8>>, u32), String> {
         let packet = codec::decode_packet(packet, &self.nsp).map_err(|e| e.to_string())?;
-        let (acks, count) = self.local.broadcast_with_ack(packet, codec::opts_from_wit(opts), timeout);
+        let (acks, count) =
+            self.local
+                .broadcast_with_ack(packet, codec::opts_from_wit(opts), timeout);
         let acks = acks.filter_map(|(_, ack)| async move { codec::encode_value(&ack.ok()?).ok() });
         Ok((acks.boxed(), count))
     }
@@ -317,11 +387,19 @@ impl<E: SocketEmitter> LocalNamespace for WasmAdapter<E> {
             .fetch_sockets(codec::opts_from_wit(opts))
             .into_iter()
             .map(|s| {
-                let (handshake, data) = inspect.as_ref().and_then(|f| f(&self.nsp, s.id)).unwrap_or_else(empty_details);
+                let (handshake, data) = inspect
+                    .as_ref()
+                    .and_then(|f| f(&self.nsp, s.id))
+                    .unwrap_or_else(empty_details);
                 SocketInfo {
                     id: s.id.to_string(),
                     server_id: server_id.clone(),
-                    rooms: self.local.socket_rooms(s.id).into_iter().map(|r| r.to_string()).collect(),
+                    rooms: self
+                        .local
+                        .socket_rooms(s.id)
+                        .into_iter()
+                        .map(|r| r.to_string())
+                        .collect(),
                     handshake,
                     data,
                 }
@@ -330,7 +408,11 @@ impl<E: SocketEmitter> LocalNamespace for WasmAdapter<E> {
     }
 
     fn rooms(&self, opts: &BroadcastOpts) -> Vec<String> {
-        self.local.rooms(codec::opts_from_wit(opts)).into_iter().map(|r| r.to_string()).collect()
+        self.local
+            .rooms(codec::opts_from_wit(opts))
+            .into_iter()
+            .map(|r| r.to_string())
+            .collect()
     }
 }
 

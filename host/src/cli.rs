@@ -10,7 +10,11 @@ use crate::adapter::Adapter;
 use crate::config::Config;
 
 #[derive(Parser)]
-#[command(name = "wasio", version, about = "A Socket.IO server whose cluster adapter is a WebAssembly component")]
+#[command(
+    name = "wasio",
+    version,
+    about = "A Socket.IO server whose cluster adapter is a WebAssembly component"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -39,7 +43,10 @@ const EXIT_CONFIG: u8 = 2;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -47,7 +54,11 @@ pub fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Serve { config, port, check } => runtime.block_on(serve(config, port, check)),
+        Command::Serve {
+            config,
+            port,
+            check,
+        } => runtime.block_on(serve(config, port, check)),
     }
 }
 
@@ -75,7 +86,9 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
     if let Some(port) = port {
         config.server.port = port;
     }
-    let label = config_path.as_ref().map_or_else(|| "(no config file)".into(), |p| p.display().to_string());
+    let label = config_path
+        .as_ref()
+        .map_or_else(|| "(no config file)".into(), |p| p.display().to_string());
     if let Some((name, ds)) = config.datasource() {
         return refuse(format!(
             "{label}: key `adapter.datasource`: datasource `{name}` uses connector `{:?}`, which this build of wasio does not implement yet",
@@ -89,7 +102,10 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
     let info = adapter.info();
     let (source, sha256) = adapter.component();
     if check {
-        println!("ok: {label}: adapter `{}` {} from {source} (sha256 {sha256})", info.name, info.version);
+        println!(
+            "ok: {label}: adapter `{}` {} from {source} (sha256 {sha256})",
+            info.name, info.version
+        );
         adapter.close().await;
         return ExitCode::SUCCESS;
     }

@@ -117,7 +117,10 @@ fn json_to_mp(out: &mut Vec<u8>, v: &serde_json::Value, bins: Option<&VecDeque<B
     }
 }
 
-fn placeholder<'a>(map: &serde_json::Map<String, serde_json::Value>, bins: Option<&'a VecDeque<Bytes>>) -> Option<&'a [u8]> {
+fn placeholder<'a>(
+    map: &serde_json::Map<String, serde_json::Value>,
+    bins: Option<&'a VecDeque<Bytes>>,
+) -> Option<&'a [u8]> {
     if map.len() != 2 || map.get("_placeholder") != Some(&serde_json::Value::Bool(true)) {
         return None;
     }
@@ -127,8 +130,11 @@ fn placeholder<'a>(map: &serde_json::Map<String, serde_json::Value>, bins: Optio
 
 /// A decoded contract packet, ready for local delivery with the common parser.
 pub fn decode_packet(bytes: &[u8], nsp: &str) -> Result<Packet, CodecError> {
-    let mp = rmpv::decode::read_value(&mut &bytes[..]).map_err(|e| CodecError::Decode(e.to_string()))?;
-    let Mp::Map(fields) = mp else { return Err(CodecError::Shape("not a map")) };
+    let mp =
+        rmpv::decode::read_value(&mut &bytes[..]).map_err(|e| CodecError::Decode(e.to_string()))?;
+    let Mp::Map(fields) = mp else {
+        return Err(CodecError::Shape("not a map"));
+    };
     let mut ty = None;
     let mut data = None;
     let mut id = None;
@@ -156,7 +162,10 @@ pub fn decode_packet(bytes: &[u8], nsp: &str) -> Result<Packet, CodecError> {
         Some(1) => PacketData::Disconnect,
         _ => return Err(CodecError::Shape("unsupported `type`")),
     };
-    Ok(Packet { inner, ns: Str::from(nsp.to_string()) })
+    Ok(Packet {
+        inner,
+        ns: Str::from(nsp.to_string()),
+    })
 }
 
 fn with_id(mut packet: Packet, id: Option<i64>) -> Packet {
@@ -171,12 +180,16 @@ pub fn mp_to_value(mp: &Mp) -> Value {
     let mut bins = VecDeque::new();
     let json = mp_to_json(mp, &mut bins);
     let text = serde_json::to_string(&json).expect("json values always serialize");
-    Value::Str(Str::from(text), if bins.is_empty() { None } else { Some(bins) })
+    Value::Str(
+        Str::from(text),
+        if bins.is_empty() { None } else { Some(bins) },
+    )
 }
 
 /// Decodes MessagePack bytes into a common-parser value.
 pub fn decode_value(bytes: &[u8]) -> Result<Value, CodecError> {
-    let mp = rmpv::decode::read_value(&mut &bytes[..]).map_err(|e| CodecError::Decode(e.to_string()))?;
+    let mp =
+        rmpv::decode::read_value(&mut &bytes[..]).map_err(|e| CodecError::Decode(e.to_string()))?;
     Ok(mp_to_value(&mp))
 }
 
@@ -251,7 +264,10 @@ pub fn opts_from_wit(opts: &BroadcastOpts) -> BroadcastOptions {
     out.rooms = opts.rooms.iter().map(|r| Room::Owned(r.clone())).collect();
     out.except = opts.except.iter().map(|r| Room::Owned(r.clone())).collect();
     out.sid = opts.sid.as_deref().and_then(|s| Sid::from_str(s).ok());
-    out.server_id = opts.server_id.as_deref().and_then(|s| Uid::from_str(s).ok());
+    out.server_id = opts
+        .server_id
+        .as_deref()
+        .and_then(|s| Uid::from_str(s).ok());
     out
 }
 
@@ -261,12 +277,21 @@ mod tests {
 
     fn event(json: &str, bins: Vec<&'static [u8]>) -> Packet {
         let bins: VecDeque<Bytes> = bins.into_iter().map(Bytes::from_static).collect();
-        Packet::event("/chat", Value::Str(Str::from(json.to_string()), (!bins.is_empty()).then_some(bins)))
+        Packet::event(
+            "/chat",
+            Value::Str(
+                Str::from(json.to_string()),
+                (!bins.is_empty()).then_some(bins),
+            ),
+        )
     }
 
     #[test]
     fn event_round_trips_with_binary_intact() {
-        let p = event(r#"["msg",{"a":1,"b":[true,null,"x",{"_placeholder":true,"num":0}]},2.5]"#, vec![b"\x00\xff\x10"]);
+        let p = event(
+            r#"["msg",{"a":1,"b":[true,null,"x",{"_placeholder":true,"num":0}]},2.5]"#,
+            vec![b"\x00\xff\x10"],
+        );
         let bytes = encode_packet(&p).unwrap();
         let mp = rmpv::decode::read_value(&mut &bytes[..]).unwrap();
         // The binary is a MessagePack `bin`, as notepack puts it on the wire.
@@ -291,7 +316,15 @@ mod tests {
         assert!(decode_packet(&[0xc1], "/").is_err());
         assert!(decode_packet(&[0x93, 1, 2, 3], "/").is_err());
         // {type: 2, data: []}: an event needs a name.
-        assert!(decode_packet(&[0x82, 0xa4, b't', b'y', b'p', b'e', 2, 0xa4, b'd', b'a', b't', b'a', 0x90], "/").is_err());
+        assert!(
+            decode_packet(
+                &[
+                    0x82, 0xa4, b't', b'y', b'p', b'e', 2, 0xa4, b'd', b'a', b't', b'a', 0x90
+                ],
+                "/"
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -36,7 +36,11 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { host: IpAddr::from([0, 0, 0, 0]), port: 3000, cors: Vec::new() }
+        ServerConfig {
+            host: IpAddr::from([0, 0, 0, 0]),
+            port: 3000,
+            cors: Vec::new(),
+        }
     }
 }
 
@@ -93,7 +97,10 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { deadline_ms: 100, memory_mib: 64 }
+        LimitsConfig {
+            deadline_ms: 100,
+            memory_mib: 64,
+        }
     }
 }
 
@@ -105,29 +112,40 @@ pub struct ConfigError(pub String);
 impl Config {
     /// Reads `path` (or only defaults when `None`) and applies `WASIO_*` overrides
     /// from `env`.
-    pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
-        let label = path.map_or_else(|| "(no config file)".to_string(), |p| p.display().to_string());
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let label = path.map_or_else(
+            || "(no config file)".to_string(),
+            |p| p.display().to_string(),
+        );
         let mut table = match path {
             None => toml::Table::new(),
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| ConfigError(format!("{label}: cannot read: {e}")))?;
-                text.parse::<toml::Table>().map_err(|e| ConfigError(syntax_error(&label, &text, &e)))?
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError(format!("{label}: cannot read: {e}")))?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError(syntax_error(&label, &text, &e)))?
             }
         };
         apply_env(&mut table, env).map_err(|e| ConfigError(format!("{label}: {e}")))?;
-        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-            let key = e.path().to_string();
-            let cause = e.into_inner().message().to_string();
-            if key == "." || key.is_empty() {
-                ConfigError(format!("{label}: {cause}"))
-            } else {
-                ConfigError(format!("{label}: key `{key}`: {cause}"))
-            }
-        })?;
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let key = e.path().to_string();
+                let cause = e.into_inner().message().to_string();
+                if key == "." || key.is_empty() {
+                    ConfigError(format!("{label}: {cause}"))
+                } else {
+                    ConfigError(format!("{label}: key `{key}`: {cause}"))
+                }
+            })?;
         config.validate(&label)?;
         // Paths in the file are relative to the file.
-        if let (Some(dir), WasmSource::File(p)) = (path.and_then(Path::parent), WasmSource::parse(&config.adapter.wasm))
-            && p.is_relative()
+        if let (Some(dir), WasmSource::File(p)) = (
+            path.and_then(Path::parent),
+            WasmSource::parse(&config.adapter.wasm),
+        ) && p.is_relative()
             && !dir.as_os_str().is_empty()
         {
             config.adapter.wasm = dir.join(p).display().to_string();
@@ -136,9 +154,13 @@ impl Config {
     }
 
     fn validate(&self, label: &str) -> Result<(), ConfigError> {
-        let err = |key: &str, cause: String| Err(ConfigError(format!("{label}: key `{key}`: {cause}")));
+        let err =
+            |key: &str, cause: String| Err(ConfigError(format!("{label}: key `{key}`: {cause}")));
         if self.adapter.wasm.trim().is_empty() {
-            return err("adapter.wasm", "must be a path to a .wasm or builtin:NAME".into());
+            return err(
+                "adapter.wasm",
+                "must be a path to a .wasm or builtin:NAME".into(),
+            );
         }
         if let Some(ds) = &self.adapter.datasource
             && !self.datasources.contains_key(ds)
@@ -146,7 +168,14 @@ impl Config {
             let known: Vec<&str> = self.datasources.keys().map(String::as_str).collect();
             return err(
                 "adapter.datasource",
-                format!("no [datasources.{ds}] defined (defined: {})", if known.is_empty() { "none".into() } else { known.join(", ") }),
+                format!(
+                    "no [datasources.{ds}] defined (defined: {})",
+                    if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
             );
         }
         for (name, ds) in &self.datasources {
@@ -155,7 +184,10 @@ impl Config {
                 Connector::Mongodb => &["mongodb://", "mongodb+srv://"],
             };
             if !schemes.iter().any(|s| ds.url.starts_with(s)) {
-                return err(&format!("datasources.{name}.url"), format!("must start with {}", schemes.join(" or ")));
+                return err(
+                    &format!("datasources.{name}.url"),
+                    format!("must start with {}", schemes.join(" or ")),
+                );
             }
         }
         if self.limits.deadline_ms == 0 {
@@ -173,7 +205,9 @@ impl Config {
     /// The datasource the adapter uses, if any.
     pub fn datasource(&self) -> Option<(&str, &Datasource)> {
         let name = self.adapter.datasource.as_deref()?;
-        self.datasources.get_key_value(name).map(|(k, v)| (k.as_str(), v))
+        self.datasources
+            .get_key_value(name)
+            .map(|(k, v)| (k.as_str(), v))
     }
 
     /// How to load the adapter this config names.
@@ -216,9 +250,14 @@ fn syntax_error(label: &str, text: &str, e: &toml::de::Error) -> String {
 
 /// `WASIO_SERVER__PORT=4000` sets `server.port`; values parse as TOML (numbers,
 /// booleans, arrays) and fall back to strings.
-fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Result<(), String> {
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), String> {
     for (key, raw) in env {
-        let Some(path) = key.strip_prefix("WASIO_") else { continue };
+        let Some(path) = key.strip_prefix("WASIO_") else {
+            continue;
+        };
         if !path.contains("__") {
             continue; // WASIO_CONFIG and friends are not keys
         }
@@ -234,7 +273,9 @@ fn apply_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
         let (last, parents) = segments.split_last().expect("at least two segments");
         let mut cur = &mut *table;
         for seg in parents {
-            let entry = cur.entry(seg.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let entry = cur
+                .entry(seg.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
             cur = entry
                 .as_table_mut()
                 .ok_or_else(|| format!("environment variable {key}: `{seg}` is not a table"))?;
@@ -252,7 +293,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wasio.toml");
         std::fs::write(&path, text).unwrap();
-        Config::load(Some(&path), env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        Config::load(
+            Some(&path),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
     }
 
     #[test]
@@ -286,7 +330,14 @@ mod tests {
 
     #[test]
     fn env_overrides_file() {
-        let c = load("[server]\nport = 1\n", &[("WASIO_SERVER__PORT", "4000"), ("WASIO_ADAPTER__OPTIONS__KEY", "io")]).unwrap();
+        let c = load(
+            "[server]\nport = 1\n",
+            &[
+                ("WASIO_SERVER__PORT", "4000"),
+                ("WASIO_ADAPTER__OPTIONS__KEY", "io"),
+            ],
+        )
+        .unwrap();
         assert_eq!(c.server.port, 4000);
         assert_eq!(c.adapter.options["key"].as_str(), Some("io"));
     }
@@ -299,21 +350,37 @@ mod tests {
 
     #[test]
     fn undefined_datasource_is_refused() {
-        let e = load("[adapter]\ndatasource = \"cache\"\n", &[]).unwrap_err().0;
-        assert!(e.contains("adapter.datasource") && e.contains("cache"), "{e}");
+        let e = load("[adapter]\ndatasource = \"cache\"\n", &[])
+            .unwrap_err()
+            .0;
+        assert!(
+            e.contains("adapter.datasource") && e.contains("cache"),
+            "{e}"
+        );
     }
 
     #[test]
     fn datasource_url_scheme_is_checked() {
-        let e = load("[datasources.c]\nconnector = \"redis\"\nurl = \"http://x\"\n", &[]).unwrap_err().0;
+        let e = load(
+            "[datasources.c]\nconnector = \"redis\"\nurl = \"http://x\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .0;
         assert!(e.contains("datasources.c.url"), "{e}");
-        let e = load("[datasources.c]\nconnector = \"kafka\"\nurl = \"x\"\n", &[]).unwrap_err().0;
+        let e = load("[datasources.c]\nconnector = \"kafka\"\nurl = \"x\"\n", &[])
+            .unwrap_err()
+            .0;
         assert!(e.contains("datasources.c.connector"), "{e}");
     }
 
     #[test]
     fn relative_wasm_path_is_relative_to_the_file() {
         let c = load("[adapter]\nwasm = \"a/b.wasm\"\n", &[]).unwrap();
-        assert!(c.adapter.wasm.ends_with("a/b.wasm") && Path::new(&c.adapter.wasm).is_absolute(), "{}", c.adapter.wasm);
+        assert!(
+            c.adapter.wasm.ends_with("a/b.wasm") && Path::new(&c.adapter.wasm).is_absolute(),
+            "{}",
+            c.adapter.wasm
+        );
     }
 }

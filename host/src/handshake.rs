@@ -21,7 +21,9 @@ pub struct Handshake {
 
 /// Remembers `socket`'s handshake (called from the connect middleware).
 pub fn record(socket: &SocketRef<Ns>, auth: Mp) {
-    let issued_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let issued_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     socket.extensions.insert(Handshake { issued_ms, auth });
 }
 
@@ -34,7 +36,12 @@ pub fn inspector(io: SocketIo<Ns>) -> SocketInspector {
         let headers: Vec<(Mp, Mp)> = parts
             .headers
             .iter()
-            .map(|(k, v)| (Mp::from(k.as_str()), Mp::from(String::from_utf8_lossy(v.as_bytes()).into_owned())))
+            .map(|(k, v)| {
+                (
+                    Mp::from(k.as_str()),
+                    Mp::from(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+                )
+            })
             .collect();
         let query: Vec<(Mp, Mp)> = parts
             .uri
@@ -52,8 +59,14 @@ pub fn inspector(io: SocketIo<Ns>) -> SocketInspector {
             (Mp::from("headers"), Mp::Map(headers)),
             (Mp::from("time"), Mp::from(httpdate(issued))),
             (Mp::from("address"), Mp::from("")),
-            (Mp::from("xdomain"), Mp::from(parts.headers.contains_key("origin"))),
-            (Mp::from("secure"), Mp::from(parts.uri.scheme_str() == Some("https"))),
+            (
+                Mp::from("xdomain"),
+                Mp::from(parts.headers.contains_key("origin")),
+            ),
+            (
+                Mp::from("secure"),
+                Mp::from(parts.uri.scheme_str() == Some("https")),
+            ),
             (Mp::from("issued"), Mp::from(issued)),
             (Mp::from("url"), Mp::from(parts.uri.to_string())),
             (Mp::from("query"), Mp::Map(query)),

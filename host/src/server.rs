@@ -22,10 +22,20 @@ use crate::config::ServerConfig;
 pub type Ns = WasmAdapter<socketioxide::adapter::Emitter>;
 
 /// Events the relay protocol reserves: socket.io's own.
-const RESERVED: &[&str] = &["connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"];
+const RESERVED: &[&str] = &[
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+];
 
 /// The axum app (Socket.IO included) for `adapter`, and the `SocketIo` handle.
-pub async fn app(adapter: Adapter, server: &ServerConfig) -> anyhow::Result<(Router, SocketIo<Ns>)> {
+pub async fn app(
+    adapter: Adapter,
+    server: &ServerConfig,
+) -> anyhow::Result<(Router, SocketIo<Ns>)> {
     let (layer, io) = SocketIo::builder()
         .with_config(adapter.socket_io_config())
         .with_adapter::<Ns>(adapter.clone())
@@ -59,12 +69,16 @@ pub async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     bound(listener.local_addr()?);
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     Ok(())
 }
 
 fn cors(origins: &[String]) -> CorsLayer {
-    let layer = CorsLayer::new().allow_methods(tower_http::cors::Any).allow_headers(tower_http::cors::Any);
+    let layer = CorsLayer::new()
+        .allow_methods(tower_http::cors::Any)
+        .allow_headers(tower_http::cors::Any);
     if origins.iter().any(|o| o == "*") {
         layer.allow_origin(tower_http::cors::Any)
     } else {
@@ -74,11 +88,17 @@ fn cors(origins: &[String]) -> CorsLayer {
 }
 
 async fn index() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], include_str!("../static/index.html"))
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("../static/index.html"),
+    )
 }
 
 async fn client_bundle() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/javascript")], include_str!("../static/socket.io.min.js"))
+    (
+        [(header::CONTENT_TYPE, "application/javascript")],
+        include_str!("../static/socket.io.min.js"),
+    )
 }
 
 async fn health(adapter: Adapter) -> impl IntoResponse {
@@ -96,7 +116,10 @@ async fn on_connect(socket: SocketRef<Ns>) {
     tracing::debug!(sid = %socket.id, ns = socket.ns(), "connected");
 }
 
-async fn register_relay(socket: SocketRef<Ns>, TryData(auth): TryData<Mp>) -> Result<(), std::convert::Infallible> {
+async fn register_relay(
+    socket: SocketRef<Ns>,
+    TryData(auth): TryData<Mp>,
+) -> Result<(), std::convert::Infallible> {
     crate::handshake::record(&socket, auth.unwrap_or(Mp::Map(vec![])));
     socket.on("join", on_join);
     socket.on("leave", on_leave);
@@ -157,26 +180,50 @@ struct Publish {
 }
 
 fn parse_publish(arg: Mp) -> Result<Publish, String> {
-    let Mp::Map(fields) = arg else { return Err("expected an object {room?, event, data?, exceptSelf?}".into()) };
+    let Mp::Map(fields) = arg else {
+        return Err("expected an object {room?, event, data?, exceptSelf?}".into());
+    };
     let (mut rooms, mut event, mut data, mut except_self) = (None, None, Mp::Nil, false);
     for (k, v) in fields {
         match k.as_str() {
-            Some("room") => rooms = if v.is_nil() { None } else { Some(room_list(&v)?) },
-            Some("event") => event = Some(v.as_str().ok_or("`event` must be a string")?.to_string()),
+            Some("room") => {
+                rooms = if v.is_nil() {
+                    None
+                } else {
+                    Some(room_list(&v)?)
+                }
+            }
+            Some("event") => {
+                event = Some(v.as_str().ok_or("`event` must be a string")?.to_string())
+            }
             Some("data") => data = v,
-            Some("exceptSelf") => except_self = v.as_bool().ok_or("`exceptSelf` must be a boolean")?,
+            Some("exceptSelf") => {
+                except_self = v.as_bool().ok_or("`exceptSelf` must be a boolean")?
+            }
             Some(other) => return Err(format!("unknown field `{other}`")),
             None => return Err("field names must be strings".into()),
         }
     }
     let event = event.ok_or("`event` is required")?;
     if event.is_empty() || RESERVED.contains(&event.as_str()) {
-        return Err(format!("`{event}` cannot be published (empty or reserved by socket.io)"));
+        return Err(format!(
+            "`{event}` cannot be published (empty or reserved by socket.io)"
+        ));
     }
-    Ok(Publish { rooms, event, data, except_self })
+    Ok(Publish {
+        rooms,
+        event,
+        data,
+        except_self,
+    })
 }
 
-async fn on_publish(socket: SocketRef<Ns>, io: SocketIo<Ns>, TryData(arg): TryData<Mp>, ack: AckSender<Ns>) {
+async fn on_publish(
+    socket: SocketRef<Ns>,
+    io: SocketIo<Ns>,
+    TryData(arg): TryData<Mp>,
+    ack: AckSender<Ns>,
+) {
     let req = match arg.map_err(|e| e.to_string()).and_then(parse_publish) {
         Ok(req) => req,
         Err(e) => return reply(ack, json!({ "error": format!("publish: {e}") })),
@@ -193,6 +240,9 @@ async fn on_publish(socket: SocketRef<Ns>, io: SocketIo<Ns>, TryData(arg): TryDa
     let count = op.clone().sockets().len();
     match op.emit(&req.event, &req.data).await {
         Ok(()) => reply(ack, json!({ "ok": true, "count": count })),
-        Err(e) => reply(ack, json!({ "error": format!("publish: {e}"), "count": count })),
+        Err(e) => reply(
+            ack,
+            json!({ "error": format!("publish: {e}"), "count": count }),
+        ),
     }
 }

@@ -14,11 +14,17 @@ use wasio::{Adapter, AdapterOptions, WasmAdapter, WasmSource};
 
 /// Where `host/build.rs` puts the guests it builds.
 fn guest(file: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/guests/wasm32-wasip2/release").join(file)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/guests/wasm32-wasip2/release")
+        .join(file)
 }
 
 fn faulty(options: serde_json::Value) -> AdapterOptions {
-    AdapterOptions { source: WasmSource::File(guest("faulty.wasm")), options, ..Default::default() }
+    AdapterOptions {
+        source: WasmSource::File(guest("faulty.wasm")),
+        options,
+        ..Default::default()
+    }
 }
 
 async fn noop<A: SioAdapter>(_s: SocketRef<A>) {}
@@ -29,7 +35,9 @@ async fn io_with(adapter: &Adapter) -> SocketIo<WasmAdapter<socketioxide::adapte
         .with_config(adapter.socket_io_config())
         .with_adapter::<WasmAdapter<_>>(adapter.clone())
         .build_svc();
-    io.ns("/", noop).await.expect("namespace opened on the guest");
+    io.ns("/", noop)
+        .await
+        .expect("namespace opened on the guest");
     io
 }
 
@@ -40,10 +48,22 @@ fn count(adapter: &Adapter, name: &str) -> u64 {
 #[test]
 fn a_component_of_another_major_version_is_refused_with_both_versions() {
     let path = guest("future_version.wasm");
-    let err = AdapterComponent::from_file(&path, &[]).err().expect("refused").to_string();
-    assert!(err.contains(&path.display().to_string()), "names the file: {err}");
-    assert!(err.contains("wasio:adapter@2.0.0"), "says what it has: {err}");
-    assert!(err.contains("wasio:adapter@0.1.x"), "says what is needed: {err}");
+    let err = AdapterComponent::from_file(&path, &[])
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains(&path.display().to_string()),
+        "names the file: {err}"
+    );
+    assert!(
+        err.contains("wasio:adapter@2.0.0"),
+        "says what it has: {err}"
+    );
+    assert!(
+        err.contains("wasio:adapter@0.1.x"),
+        "says what is needed: {err}"
+    );
 }
 
 #[test]
@@ -51,24 +71,48 @@ fn bytes_that_are_not_a_component_are_refused_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let garbage = dir.path().join("garbage.wasm");
     std::fs::write(&garbage, b"this is not wasm at all").unwrap();
-    let err = AdapterComponent::from_file(&garbage, &[]).err().unwrap().to_string();
-    assert!(err.contains("garbage.wasm") && err.contains("not a valid WebAssembly component"), "{err}");
+    let err = AdapterComponent::from_file(&garbage, &[])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("garbage.wasm") && err.contains("not a valid WebAssembly component"),
+        "{err}"
+    );
 
     let core = dir.path().join("core.wasm");
     std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
-    let err = AdapterComponent::from_file(&core, &[]).err().unwrap().to_string();
-    assert!(err.contains("core.wasm") && err.contains("core wasm module"), "{err}");
+    let err = AdapterComponent::from_file(&core, &[])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("core.wasm") && err.contains("core wasm module"),
+        "{err}"
+    );
 
     let missing = dir.path().join("missing.wasm");
-    let err = format!("{:#}", AdapterComponent::from_file(&missing, &[]).err().unwrap());
-    assert!(err.contains("missing.wasm") && err.contains("cannot read"), "{err}");
+    let err = format!(
+        "{:#}",
+        AdapterComponent::from_file(&missing, &[]).err().unwrap()
+    );
+    assert!(
+        err.contains("missing.wasm") && err.contains("cannot read"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn an_init_that_fails_refuses_the_adapter() {
-    let err = Adapter::load(faulty(serde_json::json!({ "fail_init": true }))).await.err().expect("refused");
+    let err = Adapter::load(faulty(serde_json::json!({ "fail_init": true })))
+        .await
+        .err()
+        .expect("refused");
     let err = format!("{err:#}");
-    assert!(err.contains("init refused") && err.contains("on purpose"), "{err}");
+    assert!(
+        err.contains("init refused") && err.contains("on purpose"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -101,13 +145,25 @@ async fn a_looping_guest_is_stopped_at_the_deadline_without_blocking_the_reactor
     ticker.abort();
     let err = res.expect_err("the relay failed").to_string();
     assert!(err.contains("deadline of 100ms"), "{err}");
-    assert!(took >= Duration::from_millis(100), "stopped only at the deadline: {took:?}");
-    assert!(took < Duration::from_millis(600), "stopped near the deadline: {took:?}");
-    assert!(ticks.load(Ordering::Relaxed) >= 4, "the reactor ran other tasks meanwhile: {} ticks", ticks.load(Ordering::Relaxed));
+    assert!(
+        took >= Duration::from_millis(100),
+        "stopped only at the deadline: {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(600),
+        "stopped near the deadline: {took:?}"
+    );
+    assert!(
+        ticks.load(Ordering::Relaxed) >= 4,
+        "the reactor ran other tasks meanwhile: {} ticks",
+        ticks.load(Ordering::Relaxed)
+    );
     assert_eq!(count(&adapter, "deadline_stops"), 1);
     assert_eq!(count(&adapter, "reinstantiations"), 1);
     // The fresh instance serves.
-    io.emit("ev", "fine").await.expect("served after the restart");
+    io.emit("ev", "fine")
+        .await
+        .expect("served after the restart");
 }
 
 #[tokio::test]
@@ -116,10 +172,16 @@ async fn a_guest_over_its_memory_cap_is_stopped_and_replaced() {
     opts.limits.memory_bytes = 8 << 20;
     let adapter = Adapter::load(opts).await.unwrap();
     let io = io_with(&adapter).await;
-    let err = io.emit("ev", "__grow__").await.expect_err("stopped").to_string();
+    let err = io
+        .emit("ev", "__grow__")
+        .await
+        .expect_err("stopped")
+        .to_string();
     assert!(err.contains("over the cap of 8388608 bytes"), "{err}");
     assert_eq!(count(&adapter, "memory_stops"), 1);
-    io.emit("ev", "fine").await.expect("served after the restart");
+    io.emit("ev", "fine")
+        .await
+        .expect("served after the restart");
 }
 
 #[tokio::test]
@@ -127,12 +189,21 @@ async fn a_trapping_guest_is_replaced_and_its_namespaces_replayed() {
     let adapter = Adapter::load(faulty(serde_json::json!({}))).await.unwrap();
     let io = io_with(&adapter).await;
     for _ in 0..3 {
-        let err = io.emit("ev", "__trap__").await.expect_err("trapped").to_string();
-        assert!(err.contains("failed in broadcast and was restarted"), "{err}");
+        let err = io
+            .emit("ev", "__trap__")
+            .await
+            .expect_err("trapped")
+            .to_string();
+        assert!(
+            err.contains("failed in broadcast and was restarted"),
+            "{err}"
+        );
     }
     assert_eq!(count(&adapter, "traps"), 3);
     assert_eq!(count(&adapter, "reinstantiations"), 3);
-    io.emit("ev", "fine").await.expect("served after the restarts");
+    io.emit("ev", "fine")
+        .await
+        .expect("served after the restarts");
     assert_eq!(io.of("/").unwrap().fetch_sockets().await.unwrap().len(), 0);
 }
 
@@ -141,10 +212,17 @@ async fn a_trapping_guest_is_replaced_and_its_namespaces_replayed() {
 async fn the_sandbox_grants_no_filesystem_environment_or_network() {
     let adapter = Adapter::load(faulty(serde_json::json!({}))).await.unwrap();
     let io = io_with(&adapter).await;
-    let report = io.emit("ev", "__probe__").await.expect_err("the probe reports as an error").to_string();
+    let report = io
+        .emit("ev", "__probe__")
+        .await
+        .expect_err("the probe reports as an error")
+        .to_string();
     eprintln!("sandbox probe: {report}");
     assert!(report.contains("fs_root=Err("), "no filesystem: {report}");
-    assert!(report.contains("fs_cwd=Err("), "no working directory: {report}");
+    assert!(
+        report.contains("fs_cwd=Err("),
+        "no working directory: {report}"
+    );
     assert!(report.contains("env=0"), "no environment: {report}");
     assert!(report.contains("args=0"), "no arguments: {report}");
     assert!(report.contains("net=Err("), "no network: {report}");

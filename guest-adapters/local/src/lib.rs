@@ -63,7 +63,11 @@ impl Guest for Local {
         }
         Ok(())
     }
-    fn on_message(_channel: String, _pattern: Option<String>, _payload: Vec<u8>) -> Result<(), Error> {
+    fn on_message(
+        _channel: String,
+        _pattern: Option<String>,
+        _payload: Vec<u8>,
+    ) -> Result<(), Error> {
         Ok(())
     }
     fn on_document(_collection: String, _document: Vec<u8>) -> Result<(), Error> {

@@ -10,10 +10,19 @@ fn denied() -> Error {
 }
 
 impl Host for HostState {
-    fn watch(&mut self, _collection: String, _feed: Feed, _ttl_seconds: Option<u32>) -> wasmtime::Result<Result<(), Error>> {
+    fn watch(
+        &mut self,
+        _collection: String,
+        _feed: Feed,
+        _ttl_seconds: Option<u32>,
+    ) -> wasmtime::Result<Result<(), Error>> {
         Ok(Err(denied()))
     }
-    fn insert(&mut self, _collection: String, _document: Vec<u8>) -> wasmtime::Result<Result<(), Error>> {
+    fn insert(
+        &mut self,
+        _collection: String,
+        _document: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), Error>> {
         Ok(Err(denied()))
     }
 }

@@ -25,13 +25,29 @@ pub enum Event {
     /// A timer of instance `generation` fired.
     Timer { generation: u64, id: u64 },
     /// A local client's ack of a `sockets.broadcast-with-ack`, `None` when done.
-    LocalAck { generation: u64, handle: u64, ack: Option<Vec<u8>> },
+    LocalAck {
+        generation: u64,
+        handle: u64,
+        ack: Option<Vec<u8>>,
+    },
     /// This node's server-side handler answered a `sockets.server-side-emit`.
-    ServerSideAck { generation: u64, handle: u64, data: Vec<u8> },
+    ServerSideAck {
+        generation: u64,
+        handle: u64,
+        data: Vec<u8>,
+    },
     /// A message arrived on a subscribed channel.
-    Message { channel: String, pattern: Option<String>, payload: Vec<u8> },
+    Message {
+        channel: String,
+        pattern: Option<String>,
+        payload: Vec<u8>,
+    },
     /// Subscriber counts for `pubsub.count-subscribers`.
-    Counts { generation: u64, ticket: u64, counts: Result<Vec<u64>, String> },
+    Counts {
+        generation: u64,
+        ticket: u64,
+        counts: Result<Vec<u64>, String>,
+    },
     /// The datasource connection went down or came back.
     Connection { up: bool },
 }
@@ -54,7 +70,8 @@ pub struct Shared {
 
 /// Describes a local socket for fetch-sockets answers: (handshake, data), both
 /// MessagePack; `None` when the socket is gone.
-pub type SocketInspector = Arc<dyn Fn(&str, socketioxide_core::Sid) -> Option<(Vec<u8>, Vec<u8>)> + Send + Sync>;
+pub type SocketInspector =
+    Arc<dyn Fn(&str, socketioxide_core::Sid) -> Option<(Vec<u8>, Vec<u8>)> + Send + Sync>;
 
 impl Shared {
     /// The node state and the receiving end of its event queue.
@@ -97,13 +114,20 @@ impl Shared {
 
     /// The namespace `nsp` on this node, if it exists.
     pub fn namespace(&self, nsp: &str) -> Option<Arc<dyn LocalNamespace>> {
-        self.namespaces.read().unwrap().get(nsp).and_then(Weak::upgrade)
+        self.namespaces
+            .read()
+            .unwrap()
+            .get(nsp)
+            .and_then(Weak::upgrade)
     }
 
     /// Names of the namespaces alive on this node (replayed into new instances).
     pub fn namespace_names(&self) -> Vec<String> {
         let map = self.namespaces.read().unwrap();
-        map.iter().filter(|(_, ns)| ns.strong_count() > 0).map(|(n, _)| n.clone()).collect()
+        map.iter()
+            .filter(|(_, ns)| ns.strong_count() > 0)
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     /// Opens a cluster request the guest will answer through `requests`.

@@ -10,7 +10,12 @@ fn denied() -> Error {
 }
 
 impl Host for HostState {
-    fn publish(&mut self, _channel: String, _payload: Vec<u8>, _mode: Mode) -> wasmtime::Result<Result<(), Error>> {
+    fn publish(
+        &mut self,
+        _channel: String,
+        _payload: Vec<u8>,
+        _mode: Mode,
+    ) -> wasmtime::Result<Result<(), Error>> {
         Ok(Err(denied()))
     }
     fn subscribe(&mut self, _channel: String, _mode: Mode) -> wasmtime::Result<Result<(), Error>> {
@@ -19,10 +24,19 @@ impl Host for HostState {
     fn psubscribe(&mut self, _pattern: String) -> wasmtime::Result<Result<(), Error>> {
         Ok(Err(denied()))
     }
-    fn unsubscribe(&mut self, _channel: String, _mode: Mode) -> wasmtime::Result<Result<(), Error>> {
+    fn unsubscribe(
+        &mut self,
+        _channel: String,
+        _mode: Mode,
+    ) -> wasmtime::Result<Result<(), Error>> {
         Ok(Err(denied()))
     }
-    fn count_subscribers(&mut self, _channels: Vec<String>, _mode: Mode, _ticket: u64) -> wasmtime::Result<Result<(), Error>> {
+    fn count_subscribers(
+        &mut self,
+        _channels: Vec<String>,
+        _mode: Mode,
+        _ticket: u64,
+    ) -> wasmtime::Result<Result<(), Error>> {
         Ok(Err(denied()))
     }
 }

@@ -30,7 +30,11 @@ impl Pending {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = mpsc::unbounded_channel();
         self.open.lock().unwrap().insert(id, tx);
-        RequestHandle { id, rx, shared: shared.clone() }
+        RequestHandle {
+            id,
+            rx,
+            shared: shared.clone(),
+        }
     }
 
     fn send(&self, id: u64, part: Part) {
@@ -69,7 +73,10 @@ pub struct Answers {
 
 impl Default for Answers {
     fn default() -> Self {
-        Answers { parts: Vec::new(), outcome: Ok(()) }
+        Answers {
+            parts: Vec::new(),
+            outcome: Ok(()),
+        }
     }
 }
 

@@ -51,8 +51,15 @@ pub struct ServerSideEvent {
 pub type ServerSideHandler = Arc<dyn Fn(ServerSideEvent) + Send + Sync>;
 
 impl Host for HostState {
-    fn broadcast(&mut self, nsp: String, packet: Vec<u8>, opts: BroadcastOpts) -> wasmtime::Result<Result<(), Error>> {
-        let Some(ns) = self.shared.namespace(&nsp) else { return Ok(Ok(())) };
+    fn broadcast(
+        &mut self,
+        nsp: String,
+        packet: Vec<u8>,
+        opts: BroadcastOpts,
+    ) -> wasmtime::Result<Result<(), Error>> {
+        let Some(ns) = self.shared.namespace(&nsp) else {
+            return Ok(Ok(()));
+        };
         Ok(ns.broadcast(&packet, &opts).map_err(Error::Invalid))
     }
 
@@ -67,7 +74,11 @@ impl Host for HostState {
         let generation = self.generation;
         let shared = self.shared.clone();
         let Some(ns) = self.shared.namespace(&nsp) else {
-            shared.push(Event::LocalAck { generation, handle, ack: None });
+            shared.push(Event::LocalAck {
+                generation,
+                handle,
+                ack: None,
+            });
             return Ok(Ok(0));
         };
         let timeout = timeout_ms.map(|ms| Duration::from_millis(ms.into()));
@@ -77,44 +88,86 @@ impl Host for HostState {
         };
         tokio::spawn(async move {
             while let Some(ack) = acks.next().await {
-                shared.push(Event::LocalAck { generation, handle, ack: Some(ack) });
+                shared.push(Event::LocalAck {
+                    generation,
+                    handle,
+                    ack: Some(ack),
+                });
             }
-            shared.push(Event::LocalAck { generation, handle, ack: None });
+            shared.push(Event::LocalAck {
+                generation,
+                handle,
+                ack: None,
+            });
         });
         Ok(Ok(count))
     }
 
-    fn add_sockets(&mut self, nsp: String, opts: BroadcastOpts, rooms: Vec<String>) -> wasmtime::Result<()> {
+    fn add_sockets(
+        &mut self,
+        nsp: String,
+        opts: BroadcastOpts,
+        rooms: Vec<String>,
+    ) -> wasmtime::Result<()> {
         if let Some(ns) = self.shared.namespace(&nsp) {
             ns.add_sockets(&opts, rooms);
         }
         Ok(())
     }
 
-    fn del_sockets(&mut self, nsp: String, opts: BroadcastOpts, rooms: Vec<String>) -> wasmtime::Result<()> {
+    fn del_sockets(
+        &mut self,
+        nsp: String,
+        opts: BroadcastOpts,
+        rooms: Vec<String>,
+    ) -> wasmtime::Result<()> {
         if let Some(ns) = self.shared.namespace(&nsp) {
             ns.del_sockets(&opts, rooms);
         }
         Ok(())
     }
 
-    fn disconnect(&mut self, nsp: String, opts: BroadcastOpts, close: bool) -> wasmtime::Result<Result<(), Error>> {
-        let Some(ns) = self.shared.namespace(&nsp) else { return Ok(Ok(())) };
+    fn disconnect(
+        &mut self,
+        nsp: String,
+        opts: BroadcastOpts,
+        close: bool,
+    ) -> wasmtime::Result<Result<(), Error>> {
+        let Some(ns) = self.shared.namespace(&nsp) else {
+            return Ok(Ok(()));
+        };
         Ok(ns.disconnect(&opts, close).map_err(Error::Other))
     }
 
     fn fetch(&mut self, nsp: String, opts: BroadcastOpts) -> wasmtime::Result<Vec<SocketInfo>> {
-        Ok(self.shared.namespace(&nsp).map(|ns| ns.fetch(&opts)).unwrap_or_default())
+        Ok(self
+            .shared
+            .namespace(&nsp)
+            .map(|ns| ns.fetch(&opts))
+            .unwrap_or_default())
     }
 
     fn rooms(&mut self, nsp: String, opts: BroadcastOpts) -> wasmtime::Result<Vec<String>> {
-        Ok(self.shared.namespace(&nsp).map(|ns| ns.rooms(&opts)).unwrap_or_default())
+        Ok(self
+            .shared
+            .namespace(&nsp)
+            .map(|ns| ns.rooms(&opts))
+            .unwrap_or_default())
     }
 
-    fn server_side_emit(&mut self, nsp: String, data: Vec<u8>, handle: Option<u64>) -> wasmtime::Result<Result<(), Error>> {
+    fn server_side_emit(
+        &mut self,
+        nsp: String,
+        data: Vec<u8>,
+        handle: Option<u64>,
+    ) -> wasmtime::Result<Result<(), Error>> {
         let data = match rmpv::decode::read_value(&mut &data[..]) {
             Ok(v @ rmpv::Value::Array(_)) => v,
-            Ok(_) => return Ok(Err(Error::Invalid("server-side emit data must be an array".into()))),
+            Ok(_) => {
+                return Ok(Err(Error::Invalid(
+                    "server-side emit data must be an array".into(),
+                )));
+            }
             Err(e) => return Ok(Err(Error::Invalid(format!("server-side emit data: {e}")))),
         };
         let Some(handler) = self.shared.server_side.read().unwrap().clone() else {
@@ -128,7 +181,11 @@ impl Host for HostState {
                 let mut data = Vec::new();
                 // Writing into a Vec cannot fail.
                 let _ = rmpv::encode::write_value(&mut data, &rmpv::Value::Array(args));
-                shared.push(Event::ServerSideAck { generation, handle, data });
+                shared.push(Event::ServerSideAck {
+                    generation,
+                    handle,
+                    data,
+                });
             }) as Box<dyn FnOnce(Vec<rmpv::Value>) + Send>
         });
         handler(ServerSideEvent { nsp, data, ack });

@@ -38,7 +38,11 @@ impl Host for HostState {
                 shared.push(Event::Timer { generation, id });
             }
         });
-        timers.pending.lock().unwrap().insert(id, task.abort_handle());
+        timers
+            .pending
+            .lock()
+            .unwrap()
+            .insert(id, task.abort_handle());
         Ok(id)
     }
 

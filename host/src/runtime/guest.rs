@@ -8,7 +8,9 @@ use futures_util::future::BoxFuture;
 use tokio::sync::Mutex;
 use wasmtime::Store;
 
-use super::{AdapterComponent, AdapterInfo, Host, HostState, InitArgs, Limits, Runtime, Stop, WitError};
+use super::{
+    AdapterComponent, AdapterInfo, Host, HostState, InitArgs, Limits, Runtime, Stop, WitError,
+};
 use crate::capabilities::Shared;
 
 /// Why a guest call did not succeed.
@@ -16,10 +18,18 @@ use crate::capabilities::Shared;
 pub enum GuestError {
     /// The guest answered with an error.
     #[error("adapter `{adapter}` refused {op}: {}", describe(.error))]
-    Refused { adapter: String, op: &'static str, error: WitError },
+    Refused {
+        adapter: String,
+        op: &'static str,
+        error: WitError,
+    },
     /// The guest trapped or was stopped; it has been replaced by a fresh instance.
     #[error("adapter `{adapter}` failed in {op} and was restarted: {cause}")]
-    Fault { adapter: String, op: &'static str, cause: String },
+    Fault {
+        adapter: String,
+        op: &'static str,
+        cause: String,
+    },
     /// No instance could be made to run (instantiation or init failed).
     #[error("adapter `{adapter}` is unavailable: {cause}")]
     Unavailable { adapter: String, cause: String },
@@ -61,7 +71,8 @@ impl GuestSlot {
         options: String,
     ) -> Result<GuestSlot, GuestError> {
         let generation = shared.next_generation();
-        let (live, info) = instantiate(&component, &shared, limits, &options, generation, None).await?;
+        let (live, info) =
+            instantiate(&component, &shared, limits, &options, generation, None).await?;
         Ok(GuestSlot {
             component,
             shared,
@@ -96,7 +107,10 @@ impl GuestSlot {
     pub(crate) async fn call<R>(
         &self,
         op: &'static str,
-        f: impl for<'a> FnOnce(&'a Host, &'a mut Store<HostState>) -> BoxFuture<'a, wasmtime::Result<Result<R, WitError>>>,
+        f: impl for<'a> FnOnce(
+            &'a Host,
+            &'a mut Store<HostState>,
+        ) -> BoxFuture<'a, wasmtime::Result<Result<R, WitError>>>,
     ) -> Result<R, GuestError> {
         let mut guard = self.live.lock().await;
         if guard.is_none() {
@@ -105,18 +119,29 @@ impl GuestSlot {
         let live = guard.as_mut().expect("instance present");
         match run(live, f).await {
             Ok(Ok(r)) => Ok(r),
-            Ok(Err(error)) => Err(GuestError::Refused { adapter: self.info.name.clone(), op, error }),
+            Ok(Err(error)) => Err(GuestError::Refused {
+                adapter: self.info.name.clone(),
+                op,
+                error,
+            }),
             Err(e) => {
                 let cause = fault_cause(&e);
                 self.shared.metrics.record_fault(&e);
                 tracing::error!(adapter = %self.info.name, op, %cause, trace = %backtrace(&e), "guest stopped; re-instantiating");
                 *guard = None;
-                self.shared.instance_gone("adapter instance was restarted after a fault");
+                self.shared
+                    .instance_gone("adapter instance was restarted after a fault");
                 match self.reinstantiate().await {
                     Ok(live) => *guard = Some(live),
-                    Err(e) => tracing::error!(adapter = %self.info.name, "re-instantiation failed: {e}"),
+                    Err(e) => {
+                        tracing::error!(adapter = %self.info.name, "re-instantiation failed: {e}")
+                    }
                 }
-                Err(GuestError::Fault { adapter: self.info.name.clone(), op, cause })
+                Err(GuestError::Fault {
+                    adapter: self.info.name.clone(),
+                    op,
+                    cause,
+                })
             }
         }
     }
@@ -128,7 +153,9 @@ impl GuestSlot {
             match run(live, |g, s| Box::pin(g.wasio_adapter_guest().call_close(s))).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::warn!(adapter = %self.info.name, "close: {}", describe(&e)),
-                Err(e) => tracing::warn!(adapter = %self.info.name, "close trapped: {}", fault_cause(&e)),
+                Err(e) => {
+                    tracing::warn!(adapter = %self.info.name, "close trapped: {}", fault_cause(&e))
+                }
             }
         }
         *guard = None;
@@ -138,10 +165,20 @@ impl GuestSlot {
     async fn reinstantiate(&self) -> Result<Live, GuestError> {
         let generation = self.shared.next_generation();
         self.generation.store(generation, Ordering::Release);
-        self.shared.metrics.reinstantiations.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .metrics
+            .reinstantiations
+            .fetch_add(1, Ordering::Relaxed);
         let namespaces = self.shared.namespace_names();
-        let (live, _) =
-            instantiate(&self.component, &self.shared, self.limits, &self.options, generation, Some(&namespaces)).await?;
+        let (live, _) = instantiate(
+            &self.component,
+            &self.shared,
+            self.limits,
+            &self.options,
+            generation,
+            Some(&namespaces),
+        )
+        .await?;
         tracing::info!(adapter = %self.info.name, namespaces = namespaces.len(), "guest re-instantiated");
         Ok(live)
     }
@@ -156,7 +193,10 @@ async fn instantiate(
     generation: u64,
     namespaces: Option<&[String]>,
 ) -> Result<(Live, AdapterInfo), GuestError> {
-    let unavailable = |cause: String| GuestError::Unavailable { adapter: component.source.clone(), cause };
+    let unavailable = |cause: String| GuestError::Unavailable {
+        adapter: component.source.clone(),
+        cause,
+    };
     let rt = Runtime::global().map_err(|e| unavailable(e.to_string()))?;
     let mut store = rt.store(shared.clone(), limits, generation);
     store.data_mut().begin_call();
@@ -167,8 +207,13 @@ async fn instantiate(
         .await
         .map_err(|e| unavailable(format!("instantiation failed: {}", fault_cause(&e))))?;
     let mut live = Live { store, guest };
-    let args = InitArgs { node_id: shared.node_id.clone(), options: options.to_string() };
-    let init = run(&mut live, move |g, s| Box::pin(async move { g.wasio_adapter_guest().call_init(s, &args).await }));
+    let args = InitArgs {
+        node_id: shared.node_id.clone(),
+        options: options.to_string(),
+    };
+    let init = run(&mut live, move |g, s| {
+        Box::pin(async move { g.wasio_adapter_guest().call_init(s, &args).await })
+    });
     let info = match init.await {
         Ok(Ok(info)) => info,
         Ok(Err(e)) => return Err(unavailable(format!("init refused: {}", describe(&e)))),
@@ -176,10 +221,24 @@ async fn instantiate(
     };
     for nsp in namespaces.unwrap_or_default() {
         let name = nsp.clone();
-        match run(&mut live, move |g, s| Box::pin(async move { g.wasio_adapter_guest().call_open(s, &name).await })).await {
+        match run(&mut live, move |g, s| {
+            Box::pin(async move { g.wasio_adapter_guest().call_open(s, &name).await })
+        })
+        .await
+        {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(unavailable(format!("open({nsp}) refused: {}", describe(&e)))),
-            Err(e) => return Err(unavailable(format!("open({nsp}) failed: {}", fault_cause(&e)))),
+            Ok(Err(e)) => {
+                return Err(unavailable(format!(
+                    "open({nsp}) refused: {}",
+                    describe(&e)
+                )));
+            }
+            Err(e) => {
+                return Err(unavailable(format!(
+                    "open({nsp}) failed: {}",
+                    fault_cause(&e)
+                )));
+            }
         }
     }
     Ok((live, info))
@@ -204,5 +263,11 @@ fn fault_cause(e: &wasmtime::Error) -> String {
 
 /// The guest's wasm backtrace, on one line, for the log.
 fn backtrace(e: &wasmtime::Error) -> String {
-    format!("{e:?}").lines().map(str::trim).filter(|l| !l.is_empty()).take(24).collect::<Vec<_>>().join(" | ")
+    format!("{e:?}")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .take(24)
+        .collect::<Vec<_>>()
+        .join(" | ")
 }

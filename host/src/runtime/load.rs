@@ -39,12 +39,17 @@ pub struct AdapterComponent {
 impl AdapterComponent {
     /// Reads and compiles `path`. Errors name the file and the cause.
     pub fn from_file(path: &Path, granted: &[Capability]) -> anyhow::Result<AdapterComponent> {
-        let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read adapter", path.display()))?;
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("{}: cannot read adapter", path.display()))?;
         Self::from_bytes(&path.display().to_string(), &bytes, granted)
     }
 
     /// Compiles `bytes`; `source` names them in messages.
-    pub fn from_bytes(source: &str, bytes: &[u8], granted: &[Capability]) -> anyhow::Result<AdapterComponent> {
+    pub fn from_bytes(
+        source: &str,
+        bytes: &[u8],
+        granted: &[Capability],
+    ) -> anyhow::Result<AdapterComponent> {
         let rt = Runtime::global()?;
         let component = Component::new(rt.engine(), bytes).map_err(|e| {
             let cause = if bytes.starts_with(b"\0asm\x01\0\0\0") {
@@ -60,23 +65,45 @@ impl AdapterComponent {
             .instantiate_pre(&component)
             .map_err(|e| anyhow::anyhow!("{source}: cannot link: {e}"))?;
         let pre = HostPre::new(pre).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
-        Ok(AdapterComponent { source: source.to_string(), sha256: sha256_hex(bytes), pre })
+        Ok(AdapterComponent {
+            source: source.to_string(),
+            sha256: sha256_hex(bytes),
+            pre,
+        })
     }
 }
 
 /// Checks the component exports our `guest` interface at a compatible version and
 /// imports only capabilities the config grants.
-fn check_contract(source: &str, component: &Component, rt: &Runtime, granted: &[Capability]) -> anyhow::Result<()> {
+fn check_contract(
+    source: &str,
+    component: &Component,
+    rt: &Runtime,
+    granted: &[Capability],
+) -> anyhow::Result<()> {
     let ty = component.component_type();
     let engine = rt.engine();
     let wanted = format!("{PACKAGE}/guest@");
-    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
     let Some(export) = exports.iter().find(|n| n.starts_with(&wanted)) else {
-        let ours = exports.iter().find(|n| n.starts_with(&format!("{PACKAGE}/")));
+        let ours = exports
+            .iter()
+            .find(|n| n.starts_with(&format!("{PACKAGE}/")));
         bail!(
             "{source}: does not export `{PACKAGE}/guest` (it exports: {}){}",
-            if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") },
-            if ours.is_none() { " — is it a wasio adapter? build it against wit/ of this repository" } else { "" }
+            if exports.is_empty() {
+                "nothing".to_string()
+            } else {
+                exports.join(", ")
+            },
+            if ours.is_none() {
+                " — is it a wasio adapter? build it against wit/ of this repository"
+            } else {
+                ""
+            }
         );
     };
     let version = &export[wanted.len()..];
@@ -91,7 +118,9 @@ fn check_contract(source: &str, component: &Component, rt: &Runtime, granted: &[
             continue;
         }
         for cap in [Capability::PubSub, Capability::DocStore] {
-            if name.starts_with(&format!("{PACKAGE}/{}@", cap.interface())) && !granted.contains(&cap) {
+            if name.starts_with(&format!("{PACKAGE}/{}@", cap.interface()))
+                && !granted.contains(&cap)
+            {
                 bail!(
                     "{source}: imports `{name}`, a capability the config does not grant (set [adapter] datasource to a {} datasource)",
                     match cap {
@@ -120,7 +149,11 @@ fn compatible(have: &str, need: &str) -> bool {
 
 fn compat_range(v: &str) -> String {
     let parts: Vec<&str> = v.split('.').collect();
-    if parts.first() == Some(&"0") { format!("0.{}.x", parts[1]) } else { format!("{}.x", parts[0]) }
+    if parts.first() == Some(&"0") {
+        format!("0.{}.x", parts[1])
+    } else {
+        format!("{}.x", parts[0])
+    }
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

@@ -5,8 +5,10 @@ pub(crate) mod bindings;
 mod guest;
 mod load;
 
+pub(crate) use bindings::{
+    AdapterHost as Host, AdapterHostPre as HostPre, InitArgs, PACKAGE, VERSION,
+};
 pub use bindings::{AdapterInfo, BroadcastFlags, BroadcastOpts, SocketInfo, WitError};
-pub(crate) use bindings::{AdapterHost as Host, AdapterHostPre as HostPre, InitArgs, PACKAGE, VERSION};
 pub use guest::{GuestError, GuestSlot, describe};
 pub use load::{AdapterComponent, Capability};
 
@@ -33,7 +35,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { deadline: Duration::from_millis(100), memory_bytes: 64 << 20 }
+        Limits {
+            deadline: Duration::from_millis(100),
+            memory_bytes: 64 << 20,
+        }
     }
 }
 
@@ -79,7 +84,12 @@ impl Runtime {
     }
 
     /// A fresh store for one instance: sandboxed WASI, the limits, the deadline hook.
-    pub(crate) fn store(&self, shared: Arc<Shared>, limits: Limits, generation: u64) -> Store<HostState> {
+    pub(crate) fn store(
+        &self,
+        shared: Arc<Shared>,
+        limits: Limits,
+        generation: u64,
+    ) -> Store<HostState> {
         // No preopens, no environment, no arguments, no network: the default context
         // with TCP, UDP and name lookup explicitly off.
         let wasi = WasiCtx::builder()
@@ -155,21 +165,37 @@ impl HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl ResourceLimiter for HostState {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.limits.memory_bytes {
             // An error (not `Ok(false)`) traps at once: the guest gets no chance to
             // limp on in an out-of-memory path.
-            return Err(wasmtime::Error::new(Stop::Memory { wanted: desired, cap: self.limits.memory_bytes }));
+            return Err(wasmtime::Error::new(Stop::Memory {
+                wanted: desired,
+                cap: self.limits.memory_bytes,
+            }));
         }
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000)
     }
 }

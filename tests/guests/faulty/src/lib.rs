@@ -17,11 +17,17 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// What the sandbox let the guest see: tests assert it is nothing.
 fn probe() -> String {
-    let fs_root = std::fs::read_dir("/").map(|d| d.count()).map_err(|e| e.kind());
-    let fs_cwd = std::fs::read_dir(".").map(|d| d.count()).map_err(|e| e.kind());
+    let fs_root = std::fs::read_dir("/")
+        .map(|d| d.count())
+        .map_err(|e| e.kind());
+    let fs_cwd = std::fs::read_dir(".")
+        .map(|d| d.count())
+        .map_err(|e| e.kind());
     let env = std::env::vars().count();
     let args = std::env::args().count();
-    let net = std::net::TcpStream::connect("127.0.0.1:6379").map(|_| ()).map_err(|e| e.kind());
+    let net = std::net::TcpStream::connect("127.0.0.1:6379")
+        .map(|_| ())
+        .map_err(|e| e.kind());
     format!("fs_root={fs_root:?} fs_cwd={fs_cwd:?} env={env} args={args} net={net:?}")
 }
 
@@ -51,9 +57,14 @@ fn misbehave_on(packet: &[u8]) -> Result<(), Error> {
 impl Guest for Faulty {
     fn init(args: InitArgs) -> Result<AdapterInfo, Error> {
         if args.options.contains("\"fail_init\":true") {
-            return Err(Error::Invalid("faulty guest: init refused on purpose".into()));
+            return Err(Error::Invalid(
+                "faulty guest: init refused on purpose".into(),
+            ));
         }
-        Ok(AdapterInfo { name: "faulty".into(), version: env!("CARGO_PKG_VERSION").into() })
+        Ok(AdapterInfo {
+            name: "faulty".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        })
     }
     fn open(_nsp: String) -> Result<(), Error> {
         Ok(())
@@ -64,7 +75,13 @@ impl Guest for Faulty {
     fn broadcast(_nsp: String, packet: Vec<u8>, _opts: BroadcastOpts) -> Result<(), Error> {
         misbehave_on(&packet)
     }
-    fn broadcast_with_ack(_: String, id: u64, packet: Vec<u8>, _: BroadcastOpts, _: u32) -> Result<(), Error> {
+    fn broadcast_with_ack(
+        _: String,
+        id: u64,
+        packet: Vec<u8>,
+        _: BroadcastOpts,
+        _: u32,
+    ) -> Result<(), Error> {
         misbehave_on(&packet)?;
         requests::finish(id, Ok(()));
         Ok(())
