@@ -32,6 +32,13 @@ pub struct ServerConfig {
     pub port: u16,
     /// Origins allowed by CORS: `["*"]` for any; empty (default) for same-origin only.
     pub cors: Vec<String>,
+    /// Namespaces served (default `["/"]`). A pattern such as `"/{*rest}"` accepts
+    /// any namespace under it, created on first use.
+    pub namespaces: Vec<String>,
+    /// Packets buffered per client before sends to it fail (default 4096).
+    pub max_buffer_size: usize,
+    /// Largest HTTP long-polling payload in bytes (default 1 MB, as Node.js socket.io).
+    pub max_payload: u64,
 }
 
 impl Default for ServerConfig {
@@ -40,6 +47,9 @@ impl Default for ServerConfig {
             host: IpAddr::from([0, 0, 0, 0]),
             port: 3000,
             cors: Vec::new(),
+            namespaces: vec!["/".into()],
+            max_buffer_size: 4096,
+            max_payload: 1_000_000,
         }
     }
 }
@@ -156,6 +166,12 @@ impl Config {
     fn validate(&self, label: &str) -> Result<(), ConfigError> {
         let err =
             |key: &str, cause: String| Err(ConfigError(format!("{label}: key `{key}`: {cause}")));
+        if let Some(bad) = self.server.namespaces.iter().find(|n| !n.starts_with('/')) {
+            return err("server.namespaces", format!("`{bad}` must start with `/`"));
+        }
+        if self.server.max_buffer_size == 0 {
+            return err("server.max_buffer_size", "must be at least 1".into());
+        }
         if self.adapter.wasm.trim().is_empty() {
             return err(
                 "adapter.wasm",

@@ -1,7 +1,10 @@
 //! The standalone server: Socket.IO on axum with the relay protocol (`join`, `leave`,
 //! `publish`) in every namespace, `/healthz`, and the demo page at `/`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
@@ -9,9 +12,11 @@ use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use rmpv::Value as Mp;
 use serde_json::json;
+use socketioxide::BroadcastError;
 use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, SocketRef, TryData};
-use socketioxide::handler::ConnectHandler;
+use socketioxide::handler::{ConnectHandler, FromMessageParts};
+use tokio::sync::mpsc;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::adapter::Adapter;
@@ -38,13 +43,21 @@ pub async fn app(
 ) -> anyhow::Result<(Router, SocketIo<Ns>)> {
     let (layer, io) = SocketIo::builder()
         .with_config(adapter.socket_io_config())
+        .max_buffer_size(server.max_buffer_size)
+        .max_payload(server.max_payload)
         .with_adapter::<Ns>(adapter.clone())
         .build_layer();
     // Handlers are registered in a middleware, which runs before socketioxide sends the
     // CONNECT acknowledgement: a client that emits the moment it is connected cannot
     // race its first events past handler registration.
-    io.ns("/", on_connect.with(register_relay)).await?;
-    io.dyn_ns("/{*path}", on_connect.with(register_relay))?;
+    for nsp in &server.namespaces {
+        if nsp.contains('{') {
+            io.dyn_ns(nsp.clone(), on_connect.with(register_relay))
+                .map_err(|e| anyhow::anyhow!("key `server.namespaces`: `{nsp}`: {e}"))?;
+        } else {
+            io.ns(nsp.clone(), on_connect.with(register_relay)).await?;
+        }
+    }
     adapter.set_socket_inspector(crate::handshake::inspector(io.clone()));
 
     let health_adapter = adapter.clone();
@@ -118,13 +131,118 @@ async fn on_connect(socket: SocketRef<Ns>) {
 
 async fn register_relay(
     socket: SocketRef<Ns>,
+    io: SocketIo<Ns>,
     TryData(auth): TryData<Mp>,
 ) -> Result<(), std::convert::Infallible> {
     crate::handshake::record(&socket, auth.unwrap_or(Mp::Map(vec![])));
-    socket.on("join", on_join);
-    socket.on("leave", on_leave);
-    socket.on("publish", on_publish);
+    let (lane, ops) = Lane::new();
+    socket.extensions.insert(lane);
+    tokio::spawn(run_lane(socket.clone(), io, ops));
+    // Dropping the lane ends its worker (which holds the socket).
+    socket.on_disconnect(async |s: SocketRef<Ns>| {
+        s.extensions.remove::<Lane>();
+    });
+    socket.on(
+        "join",
+        async |seq: InOrder, TryData(arg): TryData<Mp>, ack: AckSender<Ns>| {
+            seq.submit(Op::Join(arg.map_err(|e| e.to_string()), ack))
+        },
+    );
+    socket.on(
+        "leave",
+        async |seq: InOrder, TryData(arg): TryData<Mp>, ack: AckSender<Ns>| {
+            seq.submit(Op::Leave(arg.map_err(|e| e.to_string()), ack))
+        },
+    );
+    socket.on(
+        "publish",
+        async |seq: InOrder, TryData(arg): TryData<Mp>, ack: AckSender<Ns>| {
+            seq.submit(Op::Publish(arg.map_err(|e| e.to_string()), ack))
+        },
+    );
     Ok(())
+}
+
+/// A relay request of one socket.
+enum Op {
+    Join(Result<Mp, String>, AckSender<Ns>),
+    Leave(Result<Mp, String>, AckSender<Ns>),
+    Publish(Result<Mp, String>, AckSender<Ns>),
+}
+
+/// One socket's relay requests, applied in the order the socket sent them.
+///
+/// socketioxide runs every event handler in a task of its own, so two events of one
+/// socket can run out of order (a `publish` before the `join` sent just before it).
+/// Extractors, though, run in arrival order: [`InOrder`] numbers each event there,
+/// and one worker per socket applies them by number.
+#[derive(Clone)]
+struct Lane {
+    next: Arc<AtomicU64>,
+    tx: mpsc::UnboundedSender<(u64, Op)>,
+}
+
+impl Lane {
+    fn new() -> (Lane, mpsc::UnboundedReceiver<(u64, Op)>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Lane {
+                next: Arc::default(),
+                tx,
+            },
+            rx,
+        )
+    }
+}
+
+/// The arrival number of an event, taken as it is extracted.
+struct InOrder {
+    seq: u64,
+    lane: Lane,
+}
+
+impl InOrder {
+    fn submit(self, op: Op) {
+        // The worker is gone only when the socket is: nothing to answer then.
+        let _ = self.lane.tx.send((self.seq, op));
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the socket has no relay lane")]
+struct NoLane;
+
+impl FromMessageParts<Ns> for InOrder {
+    type Error = NoLane;
+    fn from_message_parts(
+        s: &Arc<socketioxide::socket::Socket<Ns>>,
+        _: &mut socketioxide::handler::Value,
+        _: &Option<i64>,
+    ) -> Result<Self, NoLane> {
+        let lane = s.extensions.get::<Lane>().ok_or(NoLane)?;
+        let seq = lane.next.fetch_add(1, Ordering::Relaxed);
+        Ok(InOrder { seq, lane })
+    }
+}
+
+async fn run_lane(
+    socket: SocketRef<Ns>,
+    io: SocketIo<Ns>,
+    mut ops: mpsc::UnboundedReceiver<(u64, Op)>,
+) {
+    let mut next = 0u64;
+    let mut early = BTreeMap::new();
+    while let Some((seq, op)) = ops.recv().await {
+        early.insert(seq, op);
+        while let Some(op) = early.remove(&next) {
+            next += 1;
+            match op {
+                Op::Join(arg, ack) => on_join(&socket, arg, ack),
+                Op::Leave(arg, ack) => on_leave(&socket, arg, ack),
+                Op::Publish(arg, ack) => on_publish(&socket, &io, arg, ack).await,
+            }
+        }
+    }
 }
 
 fn reply(ack: AckSender<Ns>, body: serde_json::Value) {
@@ -151,21 +269,21 @@ fn room_list(v: &Mp) -> Result<Vec<String>, String> {
     }
 }
 
-async fn on_join(socket: SocketRef<Ns>, TryData(arg): TryData<Mp>, ack: AckSender<Ns>) {
-    match arg.map_err(|e| e.to_string()).and_then(|a| room_list(&a)) {
+fn on_join(socket: &SocketRef<Ns>, arg: Result<Mp, String>, ack: AckSender<Ns>) {
+    match arg.and_then(|a| room_list(&a)) {
         Ok(rooms) => {
             socket.join(rooms);
-            reply(ack, json!({ "ok": true, "rooms": sorted_rooms(&socket) }));
+            reply(ack, json!({ "ok": true, "rooms": sorted_rooms(socket) }));
         }
         Err(e) => reply(ack, json!({ "error": format!("join: {e}") })),
     }
 }
 
-async fn on_leave(socket: SocketRef<Ns>, TryData(arg): TryData<Mp>, ack: AckSender<Ns>) {
-    match arg.map_err(|e| e.to_string()).and_then(|a| room_list(&a)) {
+fn on_leave(socket: &SocketRef<Ns>, arg: Result<Mp, String>, ack: AckSender<Ns>) {
+    match arg.and_then(|a| room_list(&a)) {
         Ok(rooms) => {
             socket.leave(rooms);
-            reply(ack, json!({ "ok": true, "rooms": sorted_rooms(&socket) }));
+            reply(ack, json!({ "ok": true, "rooms": sorted_rooms(socket) }));
         }
         Err(e) => reply(ack, json!({ "error": format!("leave: {e}") })),
     }
@@ -219,12 +337,12 @@ fn parse_publish(arg: Mp) -> Result<Publish, String> {
 }
 
 async fn on_publish(
-    socket: SocketRef<Ns>,
-    io: SocketIo<Ns>,
-    TryData(arg): TryData<Mp>,
+    socket: &SocketRef<Ns>,
+    io: &SocketIo<Ns>,
+    arg: Result<Mp, String>,
     ack: AckSender<Ns>,
 ) {
-    let req = match arg.map_err(|e| e.to_string()).and_then(parse_publish) {
+    let req = match arg.and_then(parse_publish) {
         Ok(req) => req,
         Err(e) => return reply(ack, json!({ "error": format!("publish: {e}") })),
     };
@@ -240,6 +358,15 @@ async fn on_publish(
     let count = op.clone().sockets().len();
     match op.emit(&req.event, &req.data).await {
         Ok(()) => reply(ack, json!({ "ok": true, "count": count })),
+        // Clients whose buffer was full (or that just closed) did not get it; the
+        // others did.
+        Err(BroadcastError::Socket(failed)) => reply(
+            ack,
+            json!({
+                "error": format!("publish: {} clients could not take it (buffer full or closed)", failed.len()),
+                "count": count.saturating_sub(failed.len()),
+            }),
+        ),
         Err(e) => reply(
             ack,
             json!({ "error": format!("publish: {e}"), "count": count }),
