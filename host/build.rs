@@ -14,6 +14,7 @@ const GUESTS: &[(&str, &str, Option<&str>)] = &[
     // Test doubles, built here so tests find them; never embedded.
     ("faulty", "faulty.wasm", None),
     ("future-version", "future_version.wasm", None),
+    ("pubsub-user", "pubsub_user.wasm", None),
 ];
 
 fn main() {

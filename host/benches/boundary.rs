@@ -137,6 +137,19 @@ fn boundary(c: &mut Criterion) {
                     .iter(|| async { wasm.broadcast(packet(), opts()).await.unwrap() })
             },
         );
+        // The same adapter with the `local` flag: delivered here, never relayed, so no
+        // encoding and no guest call: what wasio costs before the boundary.
+        group.bench_with_input(
+            BenchmarkId::new("wasio-no-relay", sockets),
+            &sockets,
+            |b, _| {
+                b.to_async(&rt).iter(|| async {
+                    let mut o = opts();
+                    o.add_flag(BroadcastFlags::Local);
+                    wasm.broadcast(packet(), o).await.unwrap()
+                })
+            },
+        );
     }
     group.bench_function("encode-packet-only", |b| {
         b.iter(|| wasio::codec::encode_packet(black_box(&packet())).unwrap())

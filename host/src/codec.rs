@@ -64,9 +64,20 @@ pub fn encode_value(value: &Value) -> Result<Vec<u8>, CodecError> {
 fn write_value(out: &mut Vec<u8>, value: &Value) -> Result<(), CodecError> {
     match value {
         Value::Str(json, bins) => {
-            let tree: serde_json::Value =
-                serde_json::from_str(json.as_str()).map_err(|e| CodecError::Json(e.to_string()))?;
-            json_to_mp(out, &tree, bins.as_ref());
+            let mut de = serde_json::Deserializer::from_str(json.as_str());
+            let start = out.len();
+            let res = serde::de::DeserializeSeed::deserialize(
+                Transcode {
+                    out: &mut *out,
+                    bins: bins.as_ref(),
+                },
+                &mut de,
+            )
+            .and_then(|()| de.end());
+            if let Err(e) = res {
+                out.truncate(start);
+                return Err(CodecError::Json(e.to_string()));
+            }
             Ok(())
         }
         Value::Bytes(_) => Err(CodecError::BinaryParser),
@@ -81,51 +92,115 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
     rmp::encode::write_str(out, s).expect("vec write");
 }
 
-/// JSON (with socket.io binary placeholders) to MessagePack (with `bin`).
-fn json_to_mp(out: &mut Vec<u8>, v: &serde_json::Value, bins: Option<&VecDeque<Bytes>>) {
-    use serde_json::Value as J;
-    match v {
-        J::Null => rmp::encode::write_nil(out).expect("vec write"),
-        J::Bool(b) => rmp::encode::write_bool(out, *b).expect("vec write"),
-        J::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                rmp::encode::write_sint(out, i).expect("vec write");
-            } else if let Some(u) = n.as_u64() {
-                rmp::encode::write_uint(out, u).expect("vec write");
-            } else {
-                rmp::encode::write_f64(out, n.as_f64().unwrap_or(0.0)).expect("vec write");
-            }
-        }
-        J::String(s) => write_str(out, s),
-        J::Array(items) => {
-            rmp::encode::write_array_len(out, items.len() as u32).expect("vec write");
-            for item in items {
-                json_to_mp(out, item, bins);
-            }
-        }
-        J::Object(map) => {
-            if let Some(bin) = placeholder(map, bins) {
-                rmp::encode::write_bin(out, bin).expect("vec write");
-                return;
-            }
-            write_map_len(out, map.len() as u32);
-            for (k, item) in map {
-                write_str(out, k);
-                json_to_mp(out, item, bins);
-            }
-        }
+/// Streams JSON (with socket.io's binary placeholders) into MessagePack (with `bin`),
+/// with no intermediate tree: the hot path of every relayed broadcast.
+struct Transcode<'o, 'b> {
+    out: &'o mut Vec<u8>,
+    bins: Option<&'b VecDeque<Bytes>>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Transcode<'_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
     }
 }
 
-fn placeholder<'a>(
-    map: &serde_json::Map<String, serde_json::Value>,
-    bins: Option<&'a VecDeque<Bytes>>,
-) -> Option<&'a [u8]> {
-    if map.len() != 2 || map.get("_placeholder") != Some(&serde_json::Value::Bool(true)) {
-        return None;
+/// A container header written as 5 bytes, then shrunk to the smallest form once the
+/// count is known (the form notepack writes).
+fn open_container(out: &mut Vec<u8>) -> usize {
+    let at = out.len();
+    out.extend_from_slice(&[0, 0, 0, 0, 0]);
+    at
+}
+
+fn close_container(out: &mut Vec<u8>, at: usize, n: u32, map: bool) {
+    let mut header = Vec::with_capacity(5);
+    if map {
+        rmp::encode::write_map_len(&mut header, n).expect("vec write");
+    } else {
+        rmp::encode::write_array_len(&mut header, n).expect("vec write");
     }
-    let num = map.get("num")?.as_u64()? as usize;
-    bins?.get(num).map(|b| b.as_ref())
+    out[at..at + header.len()].copy_from_slice(&header);
+    out.drain(at + header.len()..at + 5);
+}
+
+impl<'de> serde::de::Visitor<'de> for Transcode<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        rmp::encode::write_nil(self.out).expect("vec write");
+        Ok(())
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        rmp::encode::write_bool(self.out, v).expect("vec write");
+        Ok(())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        rmp::encode::write_sint(self.out, v).expect("vec write");
+        Ok(())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        rmp::encode::write_uint(self.out, v).expect("vec write");
+        Ok(())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        rmp::encode::write_f64(self.out, v).expect("vec write");
+        Ok(())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        write_str(self.out, v);
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let at = open_container(self.out);
+        let mut n = 0u32;
+        while seq
+            .next_element_seed(Transcode {
+                out: &mut *self.out,
+                bins: self.bins,
+            })?
+            .is_some()
+        {
+            n += 1;
+        }
+        close_container(self.out, at, n, false);
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let at = open_container(self.out);
+        let mut n = 0u32;
+        // socket.io's `{"_placeholder": true, "num": i}` stands for attachment i.
+        let (mut flag, mut num) = (false, None);
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            write_str(self.out, &key);
+            let value_at = self.out.len();
+            map.next_value_seed(Transcode {
+                out: &mut *self.out,
+                bins: self.bins,
+            })?;
+            let value = &self.out[value_at..];
+            match &*key {
+                "_placeholder" => flag = value == [0xc3],
+                "num" => num = rmp::decode::read_int::<u64, _>(&mut &value[..]).ok(),
+                _ => {}
+            }
+            n += 1;
+        }
+        if n == 2
+            && flag
+            && let Some(bin) = num.and_then(|i| self.bins?.get(usize::try_from(i).ok()?))
+        {
+            self.out.truncate(at);
+            rmp::encode::write_bin(self.out, bin).expect("vec write");
+            return Ok(());
+        }
+        close_container(self.out, at, n, true);
+        Ok(())
+    }
 }
 
 /// A decoded contract packet, ready for local delivery with the common parser.
@@ -309,6 +384,47 @@ mod tests {
         let back = decode_packet(&encode_packet(&p).unwrap(), "/chat").unwrap();
         assert!(matches!(back.inner, PacketData::Event(_, None)));
         assert_eq!(back, p);
+    }
+
+    #[test]
+    fn headers_are_minimal_and_odd_json_survives() {
+        // Minimal headers, as notepack writes them: fixarray, fixstr.
+        let bytes = encode_value(&Value::Str(Str::from(r#"["a"]"#.to_string()), None)).unwrap();
+        assert_eq!(bytes, [0x91, 0xa1, b'a']);
+        let long: Vec<String> = (0..40).map(|i| i.to_string()).collect();
+        let json = format!(
+            r#"["ev","esc\"aped \u00e9\n",[{}],{{"_placeholder":true,"num":0,"x":1}},{{"_placeholder":true,"num":7}},1.5,-3,null]"#,
+            long.join(",")
+        );
+        let p = event(&json, vec![b"bin"]);
+        let bytes = encode_packet(&p).unwrap();
+        let mp = rmpv::decode::read_value(&mut &bytes[..]).unwrap();
+        assert_eq!(mp["data"][1], Mp::from("esc\"aped \u{e9}\n"));
+        assert_eq!(
+            mp["data"][2].as_array().unwrap().len(),
+            40,
+            "array16 header"
+        );
+        // Three keys, or an index with no attachment: plain maps, not binaries.
+        assert!(mp["data"][3].is_map() && mp["data"][4].is_map());
+        assert_eq!(mp["data"][5], Mp::F64(1.5));
+        let back = decode_packet(&bytes, "/chat").unwrap();
+        let (PacketData::BinaryEvent(Value::Str(text, _), _)
+        | PacketData::Event(Value::Str(text, _), _)) = &back.inner
+        else {
+            panic!("not an event: {back:?}")
+        };
+        let again: serde_json::Value = serde_json::from_str(text).unwrap();
+        let orig: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(again, orig);
+    }
+
+    #[test]
+    fn invalid_json_is_an_error_and_writes_nothing() {
+        let mut out = vec![1, 2];
+        assert!(write_value(&mut out, &Value::Str(Str::from("[1,".to_string()), None)).is_err());
+        assert!(write_value(&mut out, &Value::Str(Str::from("[1] x".to_string()), None)).is_err());
+        assert_eq!(out, [1, 2]);
     }
 
     #[test]

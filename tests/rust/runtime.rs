@@ -66,6 +66,37 @@ fn a_component_of_another_major_version_is_refused_with_both_versions() {
     );
 }
 
+#[tokio::test]
+async fn a_capability_is_granted_only_by_the_config() {
+    let path = guest("pubsub_user.wasm");
+    let err = AdapterComponent::from_file(&path, &[])
+        .err()
+        .expect("refused without a grant")
+        .to_string();
+    assert!(
+        err.contains("wasio:adapter/pubsub@0.1.0") && err.contains("does not grant"),
+        "{err}"
+    );
+
+    // Granted, it loads; with no connector attached the capability answers `denied`.
+    let opts = AdapterOptions {
+        source: WasmSource::File(path),
+        granted: vec![wasio::runtime::Capability::PubSub],
+        ..Default::default()
+    };
+    let adapter = Adapter::load(opts).await.expect("loads when granted");
+    let io = io_with(&adapter).await;
+    let err = io
+        .emit("ev", "x")
+        .await
+        .expect_err("no connector yet")
+        .to_string();
+    assert!(
+        err.contains("denied: no pub/sub datasource is attached"),
+        "{err}"
+    );
+}
+
 #[test]
 fn bytes_that_are_not_a_component_are_refused_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();

@@ -2,7 +2,7 @@
 //! (init and namespaces replayed) after it traps, loops or runs out of memory.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use futures_util::future::BoxFuture;
 use tokio::sync::Mutex;
@@ -59,6 +59,8 @@ pub struct GuestSlot {
     options: String,
     info: AdapterInfo,
     generation: AtomicU64,
+    /// Set by `close`: a closed slot is never brought back.
+    closed: AtomicBool,
     live: Mutex<Option<Live>>,
 }
 
@@ -80,6 +82,7 @@ impl GuestSlot {
             options,
             info,
             generation: AtomicU64::new(generation),
+            closed: AtomicBool::new(false),
             live: Mutex::new(Some(live)),
         })
     }
@@ -113,6 +116,12 @@ impl GuestSlot {
         ) -> BoxFuture<'a, wasmtime::Result<Result<R, WitError>>>,
     ) -> Result<R, GuestError> {
         let mut guard = self.live.lock().await;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(GuestError::Unavailable {
+                adapter: self.info.name.clone(),
+                cause: "adapter closed".into(),
+            });
+        }
         if guard.is_none() {
             *guard = Some(self.reinstantiate().await?);
         }
@@ -149,6 +158,7 @@ impl GuestSlot {
     /// Calls `close` and drops the instance; the slot serves nothing afterwards.
     pub async fn close(&self) {
         let mut guard = self.live.lock().await;
+        self.closed.store(true, Ordering::Release);
         if let Some(live) = guard.as_mut() {
             match run(live, |g, s| Box::pin(g.wasio_adapter_guest().call_close(s))).await {
                 Ok(Ok(())) => {}
