@@ -6,10 +6,12 @@ mod log;
 mod pubsub;
 mod requests;
 pub(crate) mod sockets;
+mod stdio;
 mod timers;
 
 pub use requests::{Answers, RequestHandle};
 pub use sockets::{LocalNamespace, ServerSideEvent, ServerSideHandler};
+pub use stdio::GuestOutput;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

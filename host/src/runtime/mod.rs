@@ -19,7 +19,7 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::capabilities::Shared;
+use crate::capabilities::{GuestOutput, Shared};
 
 /// How often the epoch ticker advances; a looping guest is checked this often.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -91,12 +91,13 @@ impl Runtime {
         generation: u64,
     ) -> Store<HostState> {
         // No preopens, no environment, no arguments, no network: the default context
-        // with TCP, UDP and name lookup explicitly off.
+        // with TCP, UDP and name lookup explicitly off. Output goes to the host's log.
         let wasi = WasiCtx::builder()
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .inherit_stderr()
+            .stdout(GuestOutput::new(shared.clone(), "stdout"))
+            .stderr(GuestOutput::new(shared.clone(), "stderr"))
             .build();
         let state = HostState {
             wasi,
