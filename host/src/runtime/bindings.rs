@@ -12,8 +12,8 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use exports::wasio::adapter::guest::{AdapterInfo, InitArgs};
-pub use wasio::adapter::types::{BroadcastFlags, BroadcastOpts, Error as WitError, SocketInfo};
+pub use self::exports::wasio::adapter::guest::{AdapterInfo, InitArgs};
+pub use self::wasio::adapter::types::{BroadcastFlags, BroadcastOpts, Error as WitError, SocketInfo};
 
 /// The package this host implements; a component must export `GUEST_INTERFACE`.
 pub const PACKAGE: &str = "wasio:adapter";
