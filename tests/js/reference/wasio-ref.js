@@ -8,8 +8,11 @@
 // ignored, so the fault tests only check that ordinary service goes on.
 //
 // WASIO_REF_BREAK=<feature> removes one feature, to check that the suite notices:
-//   except-self | multi-room-dedup | leave | namespaces | binary | connect-race |
-//   validation | counts | healthz | config-check
+//   except-self | multi-room-dedup | leave | binary | connect-race | validation | counts |
+//   healthz | config-check |
+//   namespaces (every namespace is accepted, configured or not) |
+//   namespace-isolation (every namespace shares the main namespace's rooms and sockets) |
+//   ordering (join/leave are applied a moment late, after a publish sent behind them)
 "use strict";
 
 const fs = require("node:fs");
@@ -19,10 +22,11 @@ const { Server } = require("socket.io");
 
 const BREAK = process.env.WASIO_REF_BREAK || "";
 const RESERVED = new Set(["connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"]);
+// The known keys of each section, and their TOML type.
 const KNOWN = {
-  server: new Set(["port", "host"]),
-  adapter: new Set(["wasm"]),
-  limits: new Set(["deadline_ms", "memory_mib"]),
+  server: { port: "integer", host: "string", namespaces: "strings", max_buffer_size: "integer", max_payload: "integer" },
+  adapter: { wasm: "string" },
+  limits: { deadline_ms: "integer", memory_mib: "integer" },
 };
 
 function fail(configPath, msg) {
@@ -30,7 +34,7 @@ function fail(configPath, msg) {
   process.exit(2);
 }
 
-// A tiny TOML subset: [section] headers and `key = "string" | integer` lines.
+// A tiny TOML subset: [section] headers and `key = "string" | integer | ["string", ...]` lines.
 function loadConfig(configPath) {
   let text;
   try {
@@ -51,16 +55,32 @@ function loadConfig(configPath) {
     } else if ((m = /^([A-Za-z0-9_]+)\s*=\s*(.+)$/.exec(line))) {
       if (!section) fail(configPath, `line ${i + 1}: key outside a section`);
       const [, key, v] = m;
-      if (!KNOWN[section].has(key) && BREAK !== "config-check") fail(configPath, `line ${i + 1}: unknown field \`${key}\``);
+      const type = KNOWN[section][key];
+      if (!type && BREAK !== "config-check") fail(configPath, `line ${i + 1}: unknown field \`${key}\``);
       let value;
       if (/^-?\d+$/.test(v)) value = Number(v);
-      else if (/^".*"$/.test(v)) value = JSON.parse(v);
-      else fail(configPath, `line ${i + 1}: invalid value`);
+      else if (/^".*"$/.test(v) || /^\[.*\]$/.test(v)) {
+        try {
+          value = JSON.parse(v); // TOML basic strings and simple arrays of them are JSON
+        } catch {
+          fail(configPath, `line ${i + 1}: invalid value`);
+        }
+      } else fail(configPath, `line ${i + 1}: invalid value`);
+      const ok = {
+        integer: Number.isInteger(value),
+        string: typeof value === "string",
+        strings: Array.isArray(value) && value.every((x) => typeof x === "string"),
+      }[type];
+      if (type && !ok) fail(configPath, `line ${i + 1}: \`${key}\` must be ${{ integer: "an integer", string: "a string", strings: "an array of strings" }[type]}`);
       cfg[section][key] = value;
     } else {
       fail(configPath, `line ${i + 1}: expected a key or a section`);
     }
   });
+  cfg.server = cfg.server || {};
+  cfg.server.namespaces = cfg.server.namespaces || ["/"];
+  const bad = cfg.server.namespaces.find((n) => !n.startsWith("/"));
+  if (bad !== undefined) fail(configPath, `key \`server.namespaces\`: \`${bad}\` must start with \`/\``);
   const wasm = cfg.adapter && cfg.adapter.wasm;
   if (!wasm) fail(configPath, "missing field `adapter.wasm`");
   if (wasm !== "builtin:local" && BREAK !== "config-check") {
@@ -105,21 +125,51 @@ function sortedRooms(socket) {
   return [...socket.rooms].sort();
 }
 
+// A namespace pattern in matchit syntax as a RegExp: `{name}` is one path segment, `{*name}`
+// the (non-empty) rest of the path.
+function patternRegExp(pattern) {
+  const parts = pattern.split(/(\{\*?[^}]*\})/).map((p) => {
+    if (p.startsWith("{*")) return ".+";
+    if (p.startsWith("{")) return "[^/]+";
+    return p.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  });
+  return new RegExp(`^${parts.join("")}$`);
+}
+
+// One socket's relay events are handled strictly in the order it sent them, each after the
+// previous one finished (publish is asynchronous). BREAK=ordering applies join/leave a moment
+// late instead, so that a publish sent right behind them overtakes them.
+function inOrder(socket) {
+  let chain = Promise.resolve();
+  return (event, handler) =>
+    socket.on(event, (...args) => {
+      if (BREAK === "ordering") {
+        if (event === "publish") handler(...args);
+        else setTimeout(() => handler(...args), 5);
+        return;
+      }
+      chain = chain
+        .then(() => handler(...args))
+        .catch((err) => process.stderr.write(`wasio-ref: ${event} handler failed: ${err.stack}\n`));
+    });
+}
+
 function register(socket) {
   const nsp = socket.nsp;
-  socket.on("join", (rooms, cb) => {
+  const on = inOrder(socket);
+  on("join", (rooms, cb) => {
     if (typeof rooms === "function") [rooms, cb] = [undefined, rooms];
     if (BREAK !== "validation" && !isRoomList(rooms)) return reply(cb, { error: "rooms must be a non-empty string or an array of them" });
     socket.join(rooms);
     reply(cb, { ok: true, rooms: sortedRooms(socket) });
   });
-  socket.on("leave", (rooms, cb) => {
+  on("leave", (rooms, cb) => {
     if (typeof rooms === "function") [rooms, cb] = [undefined, rooms];
     if (BREAK !== "validation" && !isRoomList(rooms)) return reply(cb, { error: "rooms must be a non-empty string or an array of them" });
     if (BREAK !== "leave") for (const r of [].concat(rooms)) socket.leave(r);
     reply(cb, { ok: true, rooms: sortedRooms(socket) });
   });
-  socket.on("publish", async (msg, cb) => {
+  on("publish", async (msg, cb) => {
     if (typeof msg === "function") [msg, cb] = [undefined, msg];
     if (BREAK !== "validation") {
       if (!msg || typeof msg !== "object" || Array.isArray(msg)) return reply(cb, { error: "expected an object" });
@@ -194,20 +244,30 @@ function main() {
       res.end();
     }
   });
-  const io = new Server(httpServer, { maxHttpBufferSize: 10e6 });
+  const io = new Server(httpServer, { maxHttpBufferSize: cfg.server.max_payload ?? 10e6 });
   const onConnection = (socket) => {
     if (BREAK === "connect-race") setTimeout(() => register(socket), 3);
     else register(socket);
   };
+
+  // `[server] namespaces`: exact names, and matchit patterns (those with a `{`) whose
+  // namespaces are created on first use. Any other namespace gets socket.io's own
+  // connect_error "Invalid namespace".
+  const names = cfg.server.namespaces;
+  const patterns = names.filter((n) => n.includes("{")).map(patternRegExp);
+  const served = (name) => BREAK === "namespaces" || names.includes(name) || patterns.some((re) => re.test(name));
+  // socket.io always serves "/": refuse it by hand when it is not configured.
+  io.use((socket, next) => next(served("/") ? undefined : new Error("Invalid namespace")));
   io.on("connection", onConnection);
-  if (BREAK === "namespaces") {
+  const others = io.of((name, auth, next) => next(null, name !== "/" && served(name)));
+  if (BREAK === "namespace-isolation") {
     // Every namespace shares the main namespace's rooms and sockets.
-    io.of(/^\/.+$/).on("connection", (socket) => {
+    others.on("connection", (socket) => {
       socket.nsp = io.of("/");
       onConnection(socket);
     });
   } else {
-    io.of(/^\/.+$/).on("connection", onConnection);
+    others.on("connection", onConnection);
   }
   httpServer.listen(port, "0.0.0.0", () => process.stderr.write(`wasio-ref listening on ${port}\n`));
   const stop = () => {
