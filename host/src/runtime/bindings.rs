@@ -13,7 +13,9 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::exports::wasio::adapter::guest::{AdapterInfo, InitArgs};
-pub use self::wasio::adapter::types::{BroadcastFlags, BroadcastOpts, Error as WitError, SocketInfo};
+pub use self::wasio::adapter::types::{
+    BroadcastFlags, BroadcastOpts, Error as WitError, SocketInfo,
+};
 
 /// The package this host implements; a component must export `GUEST_INTERFACE`.
 pub const PACKAGE: &str = "wasio:adapter";
