@@ -11,6 +11,16 @@ use wasio::adapter::types::Error;
 
 struct Faulty;
 
+/// With options `{"mute": true}` the guest never finishes a cluster request, to show
+/// the host ending it at its own deadline.
+static MUTE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn finish(id: u64) {
+    if !MUTE.load(std::sync::atomic::Ordering::Relaxed) {
+        requests::finish(id, Ok(()));
+    }
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -56,6 +66,10 @@ fn misbehave_on(packet: &[u8]) -> Result<(), Error> {
 
 impl Guest for Faulty {
     fn init(args: InitArgs) -> Result<AdapterInfo, Error> {
+        MUTE.store(
+            args.options.contains("\"mute\":true"),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if args.options.contains("\"fail_init\":true") {
             return Err(Error::Invalid(
                 "faulty guest: init refused on purpose".into(),
@@ -83,7 +97,7 @@ impl Guest for Faulty {
         _: u32,
     ) -> Result<(), Error> {
         misbehave_on(&packet)?;
-        requests::finish(id, Ok(()));
+        finish(id);
         Ok(())
     }
     fn add_sockets(_: String, _: BroadcastOpts, _: Vec<String>) -> Result<(), Error> {
@@ -96,21 +110,21 @@ impl Guest for Faulty {
         Ok(())
     }
     fn fetch_sockets(_: String, id: u64, _: BroadcastOpts) -> Result<(), Error> {
-        requests::finish(id, Ok(()));
+        finish(id);
         Ok(())
     }
     fn all_rooms(_: String, id: u64, _: BroadcastOpts) -> Result<(), Error> {
-        requests::finish(id, Ok(()));
+        finish(id);
         Ok(())
     }
     fn server_count(_: String, id: u64) -> Result<(), Error> {
         requests::reply(id, &Answer::ServerCount(1));
-        requests::finish(id, Ok(()));
+        finish(id);
         Ok(())
     }
     fn server_side_emit(_: String, id: Option<u64>, _: Vec<u8>) -> Result<(), Error> {
         if let Some(id) = id {
-            requests::finish(id, Ok(()));
+            finish(id);
         }
         Ok(())
     }
