@@ -2,32 +2,12 @@
 //! the single-node guest, and ended by the host's own deadline when a guest never
 //! answers — no request can hang.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use socketioxide::SocketIo;
-use socketioxide::adapter::Adapter as SioAdapter;
-use socketioxide::extract::SocketRef;
-use wasio::{Adapter, AdapterOptions, WasmAdapter, WasmSource};
+mod common;
 
-fn guest(file: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/guests/wasm32-wasip2/release")
-        .join(file)
-}
-
-async fn noop<A: SioAdapter>(_s: SocketRef<A>) {}
-
-async fn io_with(adapter: &Adapter) -> SocketIo<WasmAdapter<socketioxide::adapter::Emitter>> {
-    let (_svc, io) = SocketIo::builder()
-        .with_config(adapter.socket_io_config())
-        .with_adapter::<WasmAdapter<_>>(adapter.clone())
-        .build_svc();
-    io.ns("/", noop)
-        .await
-        .expect("namespace opened on the guest");
-    io
-}
+use common::{guest, io_with};
+use wasio::{Adapter, AdapterOptions, WasmSource};
 
 #[tokio::test]
 async fn the_local_guest_answers_cluster_requests_at_once() {

@@ -1,23 +1,15 @@
 //! The runtime against real compiled guests: contract checks at load, and a guest that
 //! traps, loops, over-allocates or pokes at the sandbox, with the node still serving.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use socketioxide::SocketIo;
-use socketioxide::adapter::Adapter as SioAdapter;
-use socketioxide::extract::SocketRef;
-use wasio::runtime::AdapterComponent;
-use wasio::{Adapter, AdapterOptions, WasmAdapter, WasmSource};
+mod common;
 
-/// Where `host/build.rs` puts the guests it builds.
-fn guest(file: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/guests/wasm32-wasip2/release")
-        .join(file)
-}
+use common::{guest, io_with};
+use wasio::runtime::AdapterComponent;
+use wasio::{Adapter, AdapterOptions, WasmSource};
 
 fn faulty(options: serde_json::Value) -> AdapterOptions {
     AdapterOptions {
@@ -25,20 +17,6 @@ fn faulty(options: serde_json::Value) -> AdapterOptions {
         options,
         ..Default::default()
     }
-}
-
-async fn noop<A: SioAdapter>(_s: SocketRef<A>) {}
-
-/// A socketioxide instance on `adapter` with the `/` namespace opened on the guest.
-async fn io_with(adapter: &Adapter) -> SocketIo<WasmAdapter<socketioxide::adapter::Emitter>> {
-    let (_svc, io) = SocketIo::builder()
-        .with_config(adapter.socket_io_config())
-        .with_adapter::<WasmAdapter<_>>(adapter.clone())
-        .build_svc();
-    io.ns("/", noop)
-        .await
-        .expect("namespace opened on the guest");
-    io
 }
 
 fn count(adapter: &Adapter, name: &str) -> u64 {
