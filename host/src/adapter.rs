@@ -362,13 +362,12 @@ async fn compile(source: &WasmSource, granted: &[Capability]) -> anyhow::Result<
 async fn dispatch(slot: Arc<ArcSwap<GuestSlot>>, mut events: mpsc::UnboundedReceiver<Event>) {
     while let Some(event) = events.recv().await {
         let slot = slot.load_full();
-        let current = slot.generation();
-        let stale = |generation: u64| generation != current;
+        // Timers and acks of an instance that has since been replaced die with it.
+        if event.generation().is_some_and(|g| g != slot.generation()) {
+            continue;
+        }
         let res = match event {
-            Event::Timer { generation, id } => {
-                if stale(generation) {
-                    continue;
-                }
+            Event::Timer { id, .. } => {
                 slot.call("on-timer", move |g, s| {
                     Box::pin(
                         async move { g.wasio_adapter_guest().call_on_timer(s, id).await.map(Ok) },
@@ -376,14 +375,7 @@ async fn dispatch(slot: Arc<ArcSwap<GuestSlot>>, mut events: mpsc::UnboundedRece
                 })
                 .await
             }
-            Event::LocalAck {
-                generation,
-                handle,
-                ack,
-            } => {
-                if stale(generation) {
-                    continue;
-                }
+            Event::LocalAck { handle, ack, .. } => {
                 slot.call("on-local-ack", move |g, s| {
                     Box::pin(async move {
                         g.wasio_adapter_guest()
@@ -394,14 +386,7 @@ async fn dispatch(slot: Arc<ArcSwap<GuestSlot>>, mut events: mpsc::UnboundedRece
                 })
                 .await
             }
-            Event::ServerSideAck {
-                generation,
-                handle,
-                data,
-            } => {
-                if stale(generation) {
-                    continue;
-                }
+            Event::ServerSideAck { handle, data, .. } => {
                 slot.call("on-server-side-ack", move |g, s| {
                     Box::pin(async move {
                         g.wasio_adapter_guest()
@@ -412,14 +397,7 @@ async fn dispatch(slot: Arc<ArcSwap<GuestSlot>>, mut events: mpsc::UnboundedRece
                 })
                 .await
             }
-            Event::Counts {
-                generation,
-                ticket,
-                counts,
-            } => {
-                if stale(generation) {
-                    continue;
-                }
+            Event::Counts { ticket, counts, .. } => {
                 let counts = counts.map_err(crate::runtime::WitError::Unavailable);
                 slot.call("on-counts", move |g, s| {
                     Box::pin(async move {
@@ -457,7 +435,11 @@ async fn dispatch(slot: Arc<ArcSwap<GuestSlot>>, mut events: mpsc::UnboundedRece
                     })
                     .await;
                 if let Err(GuestError::Refused { .. }) = &res {
-                    slot_shared_dropped(&slot);
+                    // Malformed or foreign: dropped, and counted.
+                    slot.shared()
+                        .metrics
+                        .dropped_messages
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 res
             }
@@ -466,11 +448,4 @@ async fn dispatch(slot: Arc<ArcSwap<GuestSlot>>, mut events: mpsc::UnboundedRece
             tracing::debug!("event not handled: {e}");
         }
     }
-}
-
-fn slot_shared_dropped(slot: &GuestSlot) {
-    slot.shared()
-        .metrics
-        .dropped_messages
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }

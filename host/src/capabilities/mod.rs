@@ -54,6 +54,19 @@ pub enum Event {
     Connection { up: bool },
 }
 
+impl Event {
+    /// The instance an event belongs to, for those that die with it.
+    pub fn generation(&self) -> Option<u64> {
+        match self {
+            Event::Timer { generation, .. }
+            | Event::LocalAck { generation, .. }
+            | Event::ServerSideAck { generation, .. }
+            | Event::Counts { generation, .. } => Some(*generation),
+            Event::Message { .. } | Event::Connection { .. } => None,
+        }
+    }
+}
+
 /// Node state shared by every instance (and, later, every swapped-in adapter).
 pub struct Shared {
     /// This node's id, given to the guest's `init`.
