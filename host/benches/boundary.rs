@@ -151,6 +151,11 @@ fn boundary(c: &mut Criterion) {
             },
         );
     }
+    // One guest call with almost nothing to lower: the fixed cost of crossing.
+    group.bench_function("guest-call-floor", |b| {
+        b.to_async(&rt)
+            .iter(|| async { adapter.server_side_emit("/", Vec::new()).await.unwrap() })
+    });
     group.bench_function("encode-packet-only", |b| {
         b.iter(|| wasio::codec::encode_packet(black_box(&packet())).unwrap())
     });
