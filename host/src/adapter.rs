@@ -15,7 +15,7 @@ use tokio::task::AbortHandle;
 
 use crate::capabilities::{Event, ServerSideHandler, Shared, SocketInspector};
 use crate::runtime::{
-    AdapterComponent, AdapterInfo, BroadcastOpts, Capability, GuestError, GuestSlot, Limits,
+    AdapterComponent, AdapterInfo, Capability, GuestCall, GuestError, GuestSlot, Limits,
 };
 
 /// Where an adapter component comes from.
@@ -89,59 +89,6 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.dispatcher.abort();
     }
-}
-
-/// A call into the guest, by operation.
-pub(crate) enum GuestCall {
-    Open {
-        nsp: String,
-    },
-    Broadcast {
-        nsp: String,
-        packet: Vec<u8>,
-        opts: BroadcastOpts,
-    },
-    BroadcastWithAck {
-        nsp: String,
-        id: u64,
-        packet: Vec<u8>,
-        opts: BroadcastOpts,
-        timeout_ms: u32,
-    },
-    AddSockets {
-        nsp: String,
-        opts: BroadcastOpts,
-        rooms: Vec<String>,
-    },
-    DelSockets {
-        nsp: String,
-        opts: BroadcastOpts,
-        rooms: Vec<String>,
-    },
-    DisconnectSockets {
-        nsp: String,
-        opts: BroadcastOpts,
-        close: bool,
-    },
-    FetchSockets {
-        nsp: String,
-        id: u64,
-        opts: BroadcastOpts,
-    },
-    AllRooms {
-        nsp: String,
-        id: u64,
-        opts: BroadcastOpts,
-    },
-    ServerCount {
-        nsp: String,
-        id: u64,
-    },
-    ServerSideEmit {
-        nsp: String,
-        id: Option<u64>,
-        data: Vec<u8>,
-    },
 }
 
 impl Adapter {
@@ -275,51 +222,7 @@ impl Adapter {
     }
 
     pub(crate) async fn call(&self, op: &'static str, call: GuestCall) -> Result<(), GuestError> {
-        let slot = self.0.slot.load_full();
-        let res = slot
-            .call(op, move |g, s| {
-                Box::pin(async move {
-                    let g = g.wasio_adapter_guest();
-                    match call {
-                        GuestCall::Open { nsp } => g.call_open(s, &nsp).await,
-                        GuestCall::Broadcast { nsp, packet, opts } => {
-                            g.call_broadcast(s, &nsp, &packet, &opts).await
-                        }
-                        GuestCall::BroadcastWithAck {
-                            nsp,
-                            id,
-                            packet,
-                            opts,
-                            timeout_ms,
-                        } => {
-                            g.call_broadcast_with_ack(s, &nsp, id, &packet, &opts, timeout_ms)
-                                .await
-                        }
-                        GuestCall::AddSockets { nsp, opts, rooms } => {
-                            g.call_add_sockets(s, &nsp, &opts, &rooms).await
-                        }
-                        GuestCall::DelSockets { nsp, opts, rooms } => {
-                            g.call_del_sockets(s, &nsp, &opts, &rooms).await
-                        }
-                        GuestCall::DisconnectSockets { nsp, opts, close } => {
-                            g.call_disconnect_sockets(s, &nsp, &opts, close).await
-                        }
-                        GuestCall::FetchSockets { nsp, id, opts } => {
-                            g.call_fetch_sockets(s, &nsp, id, &opts).await
-                        }
-                        GuestCall::AllRooms { nsp, id, opts } => {
-                            g.call_all_rooms(s, &nsp, id, &opts).await
-                        }
-                        GuestCall::ServerCount { nsp, id } => {
-                            g.call_server_count(s, &nsp, id).await
-                        }
-                        GuestCall::ServerSideEmit { nsp, id, data } => {
-                            g.call_server_side_emit(s, &nsp, id, &data).await
-                        }
-                    }
-                })
-            })
-            .await;
+        let res = self.0.slot.load_full().call(op, call).await;
         if res.is_err() {
             self.0
                 .shared
@@ -366,84 +269,45 @@ async fn dispatch(slot: Arc<ArcSwap<GuestSlot>>, mut events: mpsc::UnboundedRece
         if event.generation().is_some_and(|g| g != slot.generation()) {
             continue;
         }
-        let res = match event {
-            Event::Timer { id, .. } => {
-                slot.call("on-timer", move |g, s| {
-                    Box::pin(
-                        async move { g.wasio_adapter_guest().call_on_timer(s, id).await.map(Ok) },
-                    )
-                })
-                .await
-            }
+        let is_message = matches!(event, Event::Message { .. });
+        let (op, call) = match event {
+            Event::Timer { id, .. } => ("on-timer", GuestCall::OnTimer { id }),
             Event::LocalAck { handle, ack, .. } => {
-                slot.call("on-local-ack", move |g, s| {
-                    Box::pin(async move {
-                        g.wasio_adapter_guest()
-                            .call_on_local_ack(s, handle, ack.as_deref())
-                            .await
-                            .map(Ok)
-                    })
-                })
-                .await
+                ("on-local-ack", GuestCall::OnLocalAck { handle, ack })
             }
-            Event::ServerSideAck { handle, data, .. } => {
-                slot.call("on-server-side-ack", move |g, s| {
-                    Box::pin(async move {
-                        g.wasio_adapter_guest()
-                            .call_on_server_side_ack(s, handle, &data)
-                            .await
-                            .map(Ok)
-                    })
-                })
-                .await
-            }
-            Event::Counts { ticket, counts, .. } => {
-                let counts = counts.map_err(crate::runtime::WitError::Unavailable);
-                slot.call("on-counts", move |g, s| {
-                    Box::pin(async move {
-                        g.wasio_adapter_guest()
-                            .call_on_counts(s, ticket, counts.as_ref().map(Vec::as_slice))
-                            .await
-                            .map(Ok)
-                    })
-                })
-                .await
-            }
-            Event::Connection { up } => {
-                slot.call("on-connection", move |g, s| {
-                    Box::pin(async move {
-                        g.wasio_adapter_guest()
-                            .call_on_connection(s, up)
-                            .await
-                            .map(Ok)
-                    })
-                })
-                .await
-            }
+            Event::ServerSideAck { handle, data, .. } => (
+                "on-server-side-ack",
+                GuestCall::OnServerSideAck { handle, data },
+            ),
+            Event::Counts { ticket, counts, .. } => (
+                "on-counts",
+                GuestCall::OnCounts {
+                    ticket,
+                    counts: counts.map_err(crate::runtime::WitError::Unavailable),
+                },
+            ),
+            Event::Connection { up } => ("on-connection", GuestCall::OnConnection { up }),
             Event::Message {
                 channel,
                 pattern,
                 payload,
-            } => {
-                let res = slot
-                    .call("on-message", move |g, s| {
-                        Box::pin(async move {
-                            g.wasio_adapter_guest()
-                                .call_on_message(s, &channel, pattern.as_deref(), &payload)
-                                .await
-                        })
-                    })
-                    .await;
-                if let Err(GuestError::Refused { .. }) = &res {
-                    // Malformed or foreign: dropped, and counted.
-                    slot.shared()
-                        .metrics
-                        .dropped_messages
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                res
-            }
+            } => (
+                "on-message",
+                GuestCall::OnMessage {
+                    channel,
+                    pattern,
+                    payload,
+                },
+            ),
         };
+        let res = slot.call(op, call).await;
+        if is_message && matches!(res, Err(GuestError::Refused { .. })) {
+            // Malformed or foreign: dropped, and counted.
+            slot.shared()
+                .metrics
+                .dropped_messages
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Err(e) = res {
             tracing::debug!("event not handled: {e}");
         }

@@ -14,9 +14,10 @@ use socketioxide_core::adapter::{
 use socketioxide_core::packet::Packet;
 use socketioxide_core::{Sid, Str, Uid};
 
-use crate::adapter::{Adapter, GuestCall};
+use crate::adapter::Adapter;
 use crate::capabilities::LocalNamespace;
 use crate::codec;
+use crate::runtime::GuestCall;
 use crate::runtime::bindings::wasio::adapter::requests::Answer;
 use crate::runtime::{BroadcastOpts, GuestError, SocketInfo};
 

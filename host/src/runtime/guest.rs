@@ -9,7 +9,8 @@ use tokio::sync::Mutex;
 use wasmtime::Store;
 
 use super::{
-    AdapterComponent, AdapterInfo, Host, HostState, InitArgs, Limits, Runtime, Stop, WitError,
+    AdapterComponent, AdapterInfo, BroadcastOpts, Host, HostState, InitArgs, Limits, Runtime, Stop,
+    WitError,
 };
 use crate::capabilities::Shared;
 
@@ -43,6 +44,142 @@ pub fn describe(e: &WitError) -> String {
         WitError::Denied(m) => format!("denied: {m}"),
         WitError::Timeout(m) => format!("timeout: {m}"),
         WitError::Other(m) => m.clone(),
+    }
+}
+
+/// A call into the guest: an operation the host hands over, or an event it pushes.
+pub(crate) enum GuestCall {
+    Open {
+        nsp: String,
+    },
+    Broadcast {
+        nsp: String,
+        packet: Vec<u8>,
+        opts: BroadcastOpts,
+    },
+    BroadcastWithAck {
+        nsp: String,
+        id: u64,
+        packet: Vec<u8>,
+        opts: BroadcastOpts,
+        timeout_ms: u32,
+    },
+    AddSockets {
+        nsp: String,
+        opts: BroadcastOpts,
+        rooms: Vec<String>,
+    },
+    DelSockets {
+        nsp: String,
+        opts: BroadcastOpts,
+        rooms: Vec<String>,
+    },
+    DisconnectSockets {
+        nsp: String,
+        opts: BroadcastOpts,
+        close: bool,
+    },
+    FetchSockets {
+        nsp: String,
+        id: u64,
+        opts: BroadcastOpts,
+    },
+    AllRooms {
+        nsp: String,
+        id: u64,
+        opts: BroadcastOpts,
+    },
+    ServerCount {
+        nsp: String,
+        id: u64,
+    },
+    ServerSideEmit {
+        nsp: String,
+        id: Option<u64>,
+        data: Vec<u8>,
+    },
+    OnTimer {
+        id: u64,
+    },
+    OnLocalAck {
+        handle: u64,
+        ack: Option<Vec<u8>>,
+    },
+    OnServerSideAck {
+        handle: u64,
+        data: Vec<u8>,
+    },
+    OnCounts {
+        ticket: u64,
+        counts: Result<Vec<u64>, WitError>,
+    },
+    OnConnection {
+        up: bool,
+    },
+    OnMessage {
+        channel: String,
+        pattern: Option<String>,
+        payload: Vec<u8>,
+    },
+}
+
+/// Runs `call` on `live` under the deadline. One `match`, no boxed future: this is the
+/// hot path of every relayed broadcast.
+async fn invoke(live: &mut Live, call: GuestCall) -> wasmtime::Result<Result<(), WitError>> {
+    live.store.data_mut().begin_call();
+    live.store.set_epoch_deadline(1);
+    let g = live.guest.wasio_adapter_guest();
+    let s = &mut live.store;
+    match call {
+        GuestCall::Open { nsp } => g.call_open(s, &nsp).await,
+        GuestCall::Broadcast { nsp, packet, opts } => {
+            g.call_broadcast(s, &nsp, &packet, &opts).await
+        }
+        GuestCall::BroadcastWithAck {
+            nsp,
+            id,
+            packet,
+            opts,
+            timeout_ms,
+        } => {
+            g.call_broadcast_with_ack(s, &nsp, id, &packet, &opts, timeout_ms)
+                .await
+        }
+        GuestCall::AddSockets { nsp, opts, rooms } => {
+            g.call_add_sockets(s, &nsp, &opts, &rooms).await
+        }
+        GuestCall::DelSockets { nsp, opts, rooms } => {
+            g.call_del_sockets(s, &nsp, &opts, &rooms).await
+        }
+        GuestCall::DisconnectSockets { nsp, opts, close } => {
+            g.call_disconnect_sockets(s, &nsp, &opts, close).await
+        }
+        GuestCall::FetchSockets { nsp, id, opts } => g.call_fetch_sockets(s, &nsp, id, &opts).await,
+        GuestCall::AllRooms { nsp, id, opts } => g.call_all_rooms(s, &nsp, id, &opts).await,
+        GuestCall::ServerCount { nsp, id } => g.call_server_count(s, &nsp, id).await,
+        GuestCall::ServerSideEmit { nsp, id, data } => {
+            g.call_server_side_emit(s, &nsp, id, &data).await
+        }
+        GuestCall::OnTimer { id } => g.call_on_timer(s, id).await.map(Ok),
+        GuestCall::OnLocalAck { handle, ack } => {
+            g.call_on_local_ack(s, handle, ack.as_deref()).await.map(Ok)
+        }
+        GuestCall::OnServerSideAck { handle, data } => {
+            g.call_on_server_side_ack(s, handle, &data).await.map(Ok)
+        }
+        GuestCall::OnCounts { ticket, counts } => g
+            .call_on_counts(s, ticket, counts.as_ref().map(Vec::as_slice))
+            .await
+            .map(Ok),
+        GuestCall::OnConnection { up } => g.call_on_connection(s, up).await.map(Ok),
+        GuestCall::OnMessage {
+            channel,
+            pattern,
+            payload,
+        } => {
+            g.call_on_message(s, &channel, pattern.as_deref(), &payload)
+                .await
+        }
     }
 }
 
@@ -107,14 +244,7 @@ impl GuestSlot {
     }
 
     /// Runs `f` on the live instance under the deadline. A fault replaces the instance.
-    pub(crate) async fn call<R>(
-        &self,
-        op: &'static str,
-        f: impl for<'a> FnOnce(
-            &'a Host,
-            &'a mut Store<HostState>,
-        ) -> BoxFuture<'a, wasmtime::Result<Result<R, WitError>>>,
-    ) -> Result<R, GuestError> {
+    pub(crate) async fn call(&self, op: &'static str, call: GuestCall) -> Result<(), GuestError> {
         let mut guard = self.live.lock().await;
         if self.closed.load(Ordering::Acquire) {
             return Err(GuestError::Unavailable {
@@ -126,8 +256,8 @@ impl GuestSlot {
             *guard = Some(self.reinstantiate().await?);
         }
         let live = guard.as_mut().expect("instance present");
-        match run(live, f).await {
-            Ok(Ok(r)) => Ok(r),
+        match invoke(live, call).await {
+            Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(GuestError::Refused {
                 adapter: self.info.name.clone(),
                 op,
@@ -230,12 +360,7 @@ async fn instantiate(
         Err(e) => return Err(unavailable(format!("init failed: {}", fault_cause(&e)))),
     };
     for nsp in namespaces.unwrap_or_default() {
-        let name = nsp.clone();
-        match run(&mut live, move |g, s| {
-            Box::pin(async move { g.wasio_adapter_guest().call_open(s, &name).await })
-        })
-        .await
-        {
+        match invoke(&mut live, GuestCall::Open { nsp: nsp.clone() }).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 return Err(unavailable(format!(

@@ -9,11 +9,13 @@ pub(crate) use bindings::{
     AdapterHost as Host, AdapterHostPre as HostPre, InitArgs, PACKAGE, VERSION,
 };
 pub use bindings::{AdapterInfo, BroadcastFlags, BroadcastOpts, SocketInfo, WitError};
+pub(crate) use guest::GuestCall;
 pub use guest::{GuestError, GuestSlot, describe};
 pub use load::{AdapterComponent, Capability};
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, UpdateDeadline};
@@ -23,6 +25,10 @@ use crate::capabilities::{GuestOutput, Shared};
 
 /// How often the epoch ticker advances; a looping guest is checked this often.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Epoch ticks since start, kept beside the engine's epoch so that starting a call
+/// costs an atomic load rather than a clock read.
+static TICKS: AtomicU64 = AtomicU64::new(0);
 
 /// Per-instance limits, set on every store.
 #[derive(Clone, Copy, Debug)]
@@ -105,13 +111,16 @@ impl Runtime {
             shared,
             limits,
             generation,
-            call_started: Instant::now(),
+            call_started: TICKS.load(Ordering::Relaxed),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s as &mut dyn ResourceLimiter);
         store.epoch_deadline_callback(|ctx| {
             let state = ctx.data();
-            if state.call_started.elapsed() >= state.limits.deadline {
+            // More whole ticks than the deadline holds: stopped between the deadline and
+            // one tick after it, never before.
+            let elapsed = EPOCH_TICK * (TICKS.load(Ordering::Relaxed) - state.call_started) as u32;
+            if elapsed > state.limits.deadline {
                 Err(wasmtime::Error::new(Stop::Deadline(state.limits.deadline)))
             } else {
                 // Give the tokio worker back between ticks: a slow guest call never
@@ -129,6 +138,7 @@ fn spawn_epoch_ticker(engine: &Engine) {
         .name("wasio-epoch".into())
         .spawn(move || {
             while let Some(engine) = weak.upgrade() {
+                TICKS.fetch_add(1, Ordering::Relaxed);
                 engine.increment_epoch();
                 drop(engine);
                 std::thread::sleep(EPOCH_TICK);
@@ -155,12 +165,13 @@ pub struct HostState {
     limits: Limits,
     /// Which instantiation this is; events of older ones are ignored.
     pub(crate) generation: u64,
-    call_started: Instant,
+    /// `TICKS` when the current call began.
+    call_started: u64,
 }
 
 impl HostState {
     pub(crate) fn begin_call(&mut self) {
-        self.call_started = Instant::now();
+        self.call_started = TICKS.load(Ordering::Relaxed);
     }
 }
 
