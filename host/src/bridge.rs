@@ -234,10 +234,15 @@ impl<E: SocketEmitter> CoreAdapter<E> for WasmAdapter<E> {
         rooms: impl RoomParam,
     ) -> Result<(), Error> {
         let rooms: Vec<Room> = rooms.into_room_iter().collect();
-        let relay = self.relayed(&opts).then(|| codec::opts_to_wit(&opts));
-        self.local.add_sockets(opts, rooms.clone());
-        if let Some(opts) = relay {
-            let rooms = rooms.iter().map(|r| r.to_string()).collect();
+        // The guest's copy is made only when the operation is relayed.
+        let relay = self.relayed(&opts).then(|| {
+            (
+                codec::opts_to_wit(&opts),
+                rooms.iter().map(|r| r.to_string()).collect(),
+            )
+        });
+        self.local.add_sockets(opts, rooms);
+        if let Some((opts, rooms)) = relay {
             self.adapter
                 .call(
                     "add-sockets",
@@ -258,10 +263,15 @@ impl<E: SocketEmitter> CoreAdapter<E> for WasmAdapter<E> {
         rooms: impl RoomParam,
     ) -> Result<(), Error> {
         let rooms: Vec<Room> = rooms.into_room_iter().collect();
-        let relay = self.relayed(&opts).then(|| codec::opts_to_wit(&opts));
-        self.local.del_sockets(opts, rooms.clone());
-        if let Some(opts) = relay {
-            let rooms = rooms.iter().map(|r| r.to_string()).collect();
+        // The guest's copy is made only when the operation is relayed.
+        let relay = self.relayed(&opts).then(|| {
+            (
+                codec::opts_to_wit(&opts),
+                rooms.iter().map(|r| r.to_string()).collect(),
+            )
+        });
+        self.local.del_sockets(opts, rooms);
+        if let Some((opts, rooms)) = relay {
             self.adapter
                 .call(
                     "del-sockets",

@@ -5,7 +5,7 @@ use crate::runtime::bindings::wasio::adapter::log::{Host, Level};
 
 impl Host for HostState {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        let adapter = super::name_of(&self.shared);
+        let adapter = super::adapter_name(&self.shared);
         match level {
             Level::Trace => tracing::trace!(target: "wasio::guest", %adapter, "{message}"),
             Level::Debug => tracing::debug!(target: "wasio::guest", %adapter, "{message}"),

@@ -180,5 +180,3 @@ pub(crate) fn adapter_name(shared: &Shared) -> String {
 
 /// Handles a clone of `Arc<Shared>` inside the store data to the import impls.
 impl crate::runtime::bindings::wasio::adapter::types::Host for crate::runtime::HostState {}
-
-pub(crate) use adapter_name as name_of;
