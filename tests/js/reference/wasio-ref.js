@@ -278,4 +278,7 @@ function main() {
   process.on("SIGINT", stop);
 }
 
-main();
+// Run as a program; required as a module (lib/node-node.js), it lends its relay handlers.
+if (require.main === module) main();
+
+module.exports = { register };

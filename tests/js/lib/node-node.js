@@ -1,0 +1,257 @@
+#!/usr/bin/env node
+// A Node.js socket.io 4.8 server with the official `@socket.io/redis-adapter` 8.3, for the
+// mixed-cluster interop tests: the same client relay protocol as wasio (the handlers of
+// reference/wasio-ref.js) and the same `/ops` namespace as `wasio-test-node`
+// (tests/node/main.rs), each op done with socket.io's own API.
+//
+// Usage: node lib/node-node.js --port N --name NAME --redis URL --options JSON
+//   options: {mode: "classic"|"sharded", key, requestsTimeout, publishOnSpecificResponseChannel,
+//             subscriptionMode, namespaces}
+//
+// GET /healthz answers {status, name, kind: "node", datasource: {connector, connected,
+// reconnects}, errors}; `errors` lists exceptions the process survived (the adapter throws
+// on some malformed messages; this process records them instead of dying, and the tests
+// report them).
+"use strict";
+
+const http = require("node:http");
+const { Server } = require("socket.io");
+const { createClient } = require("redis");
+const { createAdapter } = require("@socket.io/redis-adapter");
+const { createShardedAdapter } = require("@socket.io/redis-adapter");
+const { register } = require("../reference/wasio-ref");
+
+/** Server-side events this node listens to (the tests use these names). */
+const SERVER_SIDE_EVENTS = ["sse"];
+
+function parseArgs(argv) {
+  const args = { port: 0, name: "node", redis: "redis://127.0.0.1:6379", options: {} };
+  for (let i = 0; i < argv.length; i++) {
+    const v = argv[++i];
+    switch (argv[i - 1]) {
+      case "--port":
+        args.port = Number(v);
+        break;
+      case "--name":
+        args.name = v;
+        break;
+      case "--redis":
+        args.redis = v;
+        break;
+      case "--options":
+        args.options = JSON.parse(v);
+        break;
+      default:
+        process.stderr.write(`unknown argument ${argv[i - 1]}\n`);
+        process.exit(2);
+    }
+  }
+  return args;
+}
+
+const errors = [];
+function survive(kind) {
+  return (err) => {
+    const msg = `${kind}: ${err && err.stack ? err.stack : err}`;
+    errors.push(msg.split("\n")[0]);
+    process.stderr.write(`node-node: ${msg}\n`);
+  };
+}
+process.on("uncaughtException", survive("uncaughtException"));
+process.on("unhandledRejection", survive("unhandledRejection"));
+
+function ok(fields = {}) {
+  return { ok: true, ...fields };
+}
+
+async function main() {
+  const args = parseArgs(process.argv.slice(2));
+  const opts = { mode: "classic", key: "socket.io", namespaces: ["/", "/chat"], ...args.options };
+  const name = args.name;
+
+  const pub = createClient({ url: args.redis });
+  const sub = pub.duplicate();
+  let reconnects = 0;
+  for (const c of [pub, sub]) {
+    c.on("error", (err) => process.stderr.write(`node-node ${name}: redis: ${err.message}\n`));
+    c.on("reconnecting", () => reconnects++);
+  }
+  await Promise.all([pub.connect(), sub.connect()]);
+
+  const adapter =
+    opts.mode === "sharded"
+      ? createShardedAdapter(pub, sub, {
+          channelPrefix: opts.key,
+          subscriptionMode: opts.subscriptionMode || "dynamic",
+        })
+      : createAdapter(pub, sub, {
+          key: opts.key,
+          requestsTimeout: opts.requestsTimeout,
+          publishOnSpecificResponseChannel: !!opts.publishOnSpecificResponseChannel,
+        });
+
+  const httpServer = http.createServer((req, res) => {
+    if (req.url.split("?")[0] === "/healthz") {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(
+        JSON.stringify({
+          status: "ok",
+          name,
+          kind: "node",
+          datasource: { connector: "redis", connected: pub.isReady && sub.isReady, reconnects },
+          errors,
+        }),
+      );
+    } else {
+      res.writeHead(404);
+      res.end();
+    }
+  });
+  const io = new Server(httpServer, { adapter, maxHttpBufferSize: 1e7 });
+
+  const received = [];
+  let holdAcks = false;
+  const ops = io.of("/ops");
+
+  for (const nspName of opts.namespaces) {
+    const nsp = io.of(nspName);
+    nsp.on("connection", (socket) => {
+      socket.data = { node: name };
+      register(socket);
+    });
+    for (const ev of SERVER_SIDE_EVENTS) {
+      nsp.on(ev, (...eventArgs) => {
+        const cb = typeof eventArgs[eventArgs.length - 1] === "function" ? eventArgs.pop() : null;
+        const record = { node: name, nsp: nspName, args: [ev, ...eventArgs] };
+        received.push(record);
+        ops.local.emit("serverSideEmitted", record);
+        if (cb && !holdAcks) cb(name);
+      });
+    }
+  }
+
+  function target(arg) {
+    const nspName = arg.nsp || "/";
+    if (!opts.namespaces.includes(nspName)) throw new Error(`no namespace ${nspName} on this node`);
+    let op = io.of(nspName);
+    const rooms = [].concat(arg.rooms ?? []);
+    const except = [].concat(arg.except ?? []);
+    if (rooms.length) op = op.in(rooms);
+    if (except.length) op = op.except(except);
+    if (arg.local) op = op.local;
+    return op;
+  }
+
+  async function fetchSockets(arg) {
+    let op = target(arg);
+    if (arg.timeoutMs) op = op.timeout(arg.timeoutMs);
+    const sockets = await op.fetchSockets();
+    return sockets.map((s) => ({
+      id: s.id,
+      rooms: [...s.rooms].sort(),
+      data: s.data,
+      handshake: { auth: s.handshake.auth, query: s.handshake.query },
+    }));
+  }
+
+  const OPS = {
+    info: () => ok({ name, kind: "node", mode: opts.mode }),
+    broadcast: (arg) => {
+      target(arg).emit(arg.event, arg.data);
+      return ok();
+    },
+    broadcastWithAck: (arg) =>
+      new Promise((resolve) => {
+        const started = Date.now();
+        target(arg)
+          .timeout(arg.timeoutMs || 2000)
+          .emit(arg.event, arg.data, (err, responses) => {
+            resolve(
+              ok({
+                responses: responses || [],
+                errors: err ? [err.message] : [],
+                complete: !err,
+                elapsedMs: Date.now() - started,
+              }),
+            );
+          });
+      }),
+    fetchSockets: async (arg) => ok({ sockets: await fetchSockets(arg) }),
+    localSockets: (arg) =>
+      ok({
+        sockets: [...io.of(arg.nsp || "/").sockets.values()].map((s) => ({ id: s.id, rooms: [...s.rooms].sort() })),
+      }),
+    allRooms: async (arg) => {
+      const a = io.of(arg.nsp || "/").adapter;
+      if (typeof a.allRooms === "function") return ok({ rooms: [...(await a.allRooms())].sort() });
+      // The sharded adapter has no allRooms(): the rooms of every socket of the cluster.
+      const rooms = new Set();
+      for (const s of await fetchSockets(arg)) s.rooms.forEach((r) => rooms.add(r));
+      return ok({ rooms: [...rooms].sort(), derived: "fetchSockets" });
+    },
+    serverCount: async (arg) => ok({ count: await io.of(arg.nsp || "/").adapter.serverCount() }),
+    socketsJoin: (arg) => {
+      target(arg).socketsJoin(arg.room);
+      return ok();
+    },
+    socketsLeave: (arg) => {
+      target(arg).socketsLeave(arg.room);
+      return ok();
+    },
+    disconnectSockets: (arg) => {
+      target(arg).disconnectSockets(!!arg.close);
+      return ok();
+    },
+    serverSideEmit: (arg) => {
+      const nsp = io.of(arg.nsp || "/");
+      const [ev, ...rest] = arg.args;
+      if (!arg.ack) {
+        nsp.serverSideEmit(ev, ...rest);
+        return ok();
+      }
+      return new Promise((resolve) => {
+        const started = Date.now();
+        nsp.serverSideEmit(ev, ...rest, (err, responses) => {
+          const elapsedMs = Date.now() - started;
+          resolve(err ? { error: err.message, responses, elapsedMs } : ok({ responses, elapsedMs }));
+        });
+      });
+    },
+    holdServerSideAcks: (arg) => {
+      holdAcks = !!arg.hold;
+      return ok();
+    },
+    received: () => ok({ events: received }),
+  };
+
+  ops.on("connection", (socket) => {
+    for (const [opName, fn] of Object.entries(OPS)) {
+      socket.on(opName, async (arg, cb) => {
+        if (typeof arg === "function") [arg, cb] = [{}, arg];
+        let res;
+        try {
+          res = await fn(arg || {});
+        } catch (err) {
+          res = { error: err.message };
+        }
+        if (typeof cb === "function") cb(res);
+      });
+    }
+  });
+
+  httpServer.listen(args.port, "127.0.0.1", () =>
+    process.stderr.write(`node-node ${name} listening on http://127.0.0.1:${httpServer.address().port}\n`),
+  );
+  const stop = async () => {
+    io.close();
+    await Promise.allSettled([pub.quit(), sub.quit()]);
+    process.exit(0);
+  };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+}
+
+main().catch((err) => {
+  process.stderr.write(`node-node: ${err.stack}\n`);
+  process.exit(2);
+});
