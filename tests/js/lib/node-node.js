@@ -8,6 +8,13 @@
 //   options: {mode: "classic"|"sharded", key, requestsTimeout, publishOnSpecificResponseChannel,
 //             subscriptionMode, namespaces}
 //
+// WASIO_NODE_BREAK=<feature> removes one feature of this node's /ops, to check that the
+// interop tests notice (run with WASIO_REDIS_REFERENCE=1):
+//   local-broadcast (broadcasts stay on this node) | except (ignored) | fetch-local |
+//   fetch-details (no rooms/data/handshake) | rooms-local | join-local (socketsJoin/Leave
+//   and disconnectSockets stay on this node) | sse-self (serverSideEmit also runs here) |
+//   sse-ack (acks with a wrong name) | ack-local (broadcast with ack on this node only)
+//
 // GET /healthz answers {status, name, kind: "node", datasource: {connector, connected,
 // reconnects}, errors}; `errors` lists exceptions the process survived (the adapter throws
 // on some malformed messages; this process records them instead of dying, and the tests
@@ -20,6 +27,8 @@ const { createClient } = require("redis");
 const { createAdapter } = require("@socket.io/redis-adapter");
 const { createShardedAdapter } = require("@socket.io/redis-adapter");
 const { register } = require("../reference/wasio-ref");
+
+const BREAK = process.env.WASIO_NODE_BREAK || "";
 
 /** Server-side events this node listens to (the tests use these names). */
 const SERVER_SIDE_EVENTS = ["sse"];
@@ -125,7 +134,7 @@ async function main() {
         const record = { node: name, nsp: nspName, args: [ev, ...eventArgs] };
         received.push(record);
         ops.local.emit("serverSideEmitted", record);
-        if (cb && !holdAcks) cb(name);
+        if (cb && !holdAcks) cb(BREAK === "sse-ack" ? `${name}?` : name);
       });
     }
   }
@@ -137,7 +146,7 @@ async function main() {
     const rooms = [].concat(arg.rooms ?? []);
     const except = [].concat(arg.except ?? []);
     if (rooms.length) op = op.in(rooms);
-    if (except.length) op = op.except(except);
+    if (except.length && BREAK !== "except") op = op.except(except);
     if (arg.local) op = op.local;
     return op;
   }
@@ -145,7 +154,9 @@ async function main() {
   async function fetchSockets(arg) {
     let op = target(arg);
     if (arg.timeoutMs) op = op.timeout(arg.timeoutMs);
+    if (BREAK === "fetch-local") op = op.local;
     const sockets = await op.fetchSockets();
+    if (BREAK === "fetch-details") return sockets.map((s) => ({ id: s.id }));
     return sockets.map((s) => ({
       id: s.id,
       rooms: [...s.rooms].sort(),
@@ -157,13 +168,13 @@ async function main() {
   const OPS = {
     info: () => ok({ name, kind: "node", mode: opts.mode }),
     broadcast: (arg) => {
-      target(arg).emit(arg.event, arg.data);
+      (BREAK === "local-broadcast" ? target(arg).local : target(arg)).emit(arg.event, arg.data);
       return ok();
     },
     broadcastWithAck: (arg) =>
       new Promise((resolve) => {
         const started = Date.now();
-        target(arg)
+        (BREAK === "ack-local" ? target(arg).local : target(arg))
           .timeout(arg.timeoutMs || 2000)
           .emit(arg.event, arg.data, (err, responses) => {
             resolve(
@@ -183,6 +194,7 @@ async function main() {
       }),
     allRooms: async (arg) => {
       const a = io.of(arg.nsp || "/").adapter;
+      if (BREAK === "rooms-local") return ok({ rooms: [...a.rooms.keys()].sort() });
       if (typeof a.allRooms === "function") return ok({ rooms: [...(await a.allRooms())].sort() });
       // The sharded adapter has no allRooms(): the rooms of every socket of the cluster.
       const rooms = new Set();
@@ -191,20 +203,21 @@ async function main() {
     },
     serverCount: async (arg) => ok({ count: await io.of(arg.nsp || "/").adapter.serverCount() }),
     socketsJoin: (arg) => {
-      target(arg).socketsJoin(arg.room);
+      (BREAK === "join-local" ? target(arg).local : target(arg)).socketsJoin(arg.room);
       return ok();
     },
     socketsLeave: (arg) => {
-      target(arg).socketsLeave(arg.room);
+      (BREAK === "join-local" ? target(arg).local : target(arg)).socketsLeave(arg.room);
       return ok();
     },
     disconnectSockets: (arg) => {
-      target(arg).disconnectSockets(!!arg.close);
+      (BREAK === "join-local" ? target(arg).local : target(arg)).disconnectSockets(!!arg.close);
       return ok();
     },
     serverSideEmit: (arg) => {
       const nsp = io.of(arg.nsp || "/");
       const [ev, ...rest] = arg.args;
+      if (BREAK === "sse-self") require("node:events").EventEmitter.prototype.emit.call(nsp, ev, ...rest);
       if (!arg.ack) {
         nsp.serverSideEmit(ev, ...rest);
         return ok();
