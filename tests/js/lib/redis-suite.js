@@ -30,13 +30,14 @@ function got(s, event) {
   return s.inbox.data(event);
 }
 
-function defineRedisSuite(mode) {
-  describe(`redis ${mode}: 2 wasio nodes + 1 Node.js node`, () => {
+function defineRedisSuite(mode, { subscriptionMode = "dynamic" } = {}) {
+  const label = mode === "sharded" ? `sharded (subscriptionMode "${subscriptionMode}")` : mode;
+  describe(`redis ${label}: 2 wasio nodes + 1 Node.js node`, () => {
     let c;
     let redis; // a plain client of the same Redis, for checks and for the emitter
 
     before(async () => {
-      c = await startCluster({ wasio: 2, node: 1, mode, requestsTimeout: 1000 });
+      c = await startCluster({ wasio: 2, node: 1, mode, subscriptionMode, requestsTimeout: 1000 });
       redis = createClient({ url: c.redisUrl });
       redis.on("error", () => {});
       await redis.connect();
@@ -84,7 +85,7 @@ function defineRedisSuite(mode) {
      * broadcast would need. Classic mode: nothing to wait for.
      */
     async function roomReady(nsp, room, holders) {
-      if (mode !== "sharded") return;
+      if (mode !== "sharded" || subscriptionMode === "static") return;
       const channel = `${c.key}#${nsp}#${room}#`;
       await until(
         async () => {
