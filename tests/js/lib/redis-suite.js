@@ -43,6 +43,7 @@ function defineRedisSuite(mode, { subscriptionMode = "dynamic" } = {}) {
       await redis.connect();
     });
     afterEach(() => {
+      if (!c) return;
       c.closeClients();
       c.assertAlive();
     });

@@ -30,7 +30,7 @@ for (const mode of ["classic", "sharded"]) {
       // Sharded: subscriptionMode "static" (the rooms play no part here).
       c = await startCluster({ wasio: 2, node: 1, mode, subscriptionMode: "static", requestsTimeout: T, namespaces: ["/", "/chat"] });
     });
-    afterEach(() => c.assertAlive(["W2"]));
+    afterEach(() => c && c.assertAlive(["W2"]));
     after(async () => {
       if (c) await c.stop();
     });
