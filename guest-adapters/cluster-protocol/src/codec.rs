@@ -182,16 +182,14 @@ impl Message {
         }
     }
 
-    /// Parses received bytes; anything else is an error to drop and count.
-    pub fn decode(mut bytes: &[u8]) -> Result<Message, DecodeError> {
-        let value = rmpv::decode::read_value_with_max_depth(&mut bytes, MAX_DEPTH)
-            .map_err(|e| DecodeError::NotMessagePack(e.to_string()))?;
-        if !bytes.is_empty() {
-            return Err(DecodeError::NotMessagePack(format!(
-                "{} trailing bytes",
-                bytes.len()
-            )));
-        }
+    /// Parses received bytes: MessagePack, or JSON when the first byte is `{` (Node.js
+    /// nodes send JSON when a message holds no binary). Anything else is an error to
+    /// drop and count.
+    pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
+        Message::from_value(read_any(bytes)?)
+    }
+
+    fn from_value(value: Value) -> Result<Message, DecodeError> {
         let Value::Map(fields) = value else {
             return Err(DecodeError::Shape("not a map"));
         };
@@ -217,6 +215,35 @@ impl Message {
             nsp: nsp.to_string(),
             body,
         })
+    }
+}
+
+/// One MessagePack value from `bytes`, or a JSON document when they start with `{`
+/// (the convention of the Node.js adapters), with nothing left over.
+pub fn read_any(mut bytes: &[u8]) -> Result<Value, DecodeError> {
+    if bytes.first() == Some(&b'{') {
+        return crate::json::to_value(bytes);
+    }
+    let value = rmpv::decode::read_value_with_max_depth(&mut bytes, MAX_DEPTH)
+        .map_err(|e| DecodeError::NotMessagePack(e.to_string()))?;
+    if !bytes.is_empty() {
+        return Err(DecodeError::NotMessagePack(format!(
+            "{} trailing bytes",
+            bytes.len()
+        )));
+    }
+    Ok(value)
+}
+
+impl Opts {
+    /// Reads `opts` (`{rooms, except, flags}`) from a decoded value.
+    pub fn from_value(v: &Value) -> Result<Opts, DecodeError> {
+        decode_opts(v)
+    }
+
+    /// Appends `opts` as MessagePack, in Node.js key order.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        opts(out, self)
     }
 }
 
@@ -335,10 +362,13 @@ fn string_list(v: &Value) -> Result<Vec<String>, DecodeError> {
     match v {
         Value::Array(items) => items
             .iter()
-            .map(|i| {
-                i.as_str()
+            .map(|i| match i {
+                // Node.js also takes numbers as room names.
+                Value::Integer(n) => Ok(n.to_string()),
+                _ => i
+                    .as_str()
                     .map(str::to_string)
-                    .ok_or(DecodeError::Shape("room names must be strings"))
+                    .ok_or(DecodeError::Shape("room names must be strings")),
             })
             .collect(),
         _ => Err(DecodeError::Shape("rooms must be an array")),
@@ -555,8 +585,13 @@ mod tests {
             Err(DecodeError::NotMessagePack(_))
         ));
         assert!(Message::decode(&[0xc1]).is_err(), "the reserved byte");
+        // JSON (Node.js sends it when no binary is inside) is parsed, then checked.
         assert!(matches!(
             Message::decode(b"{\"uid\":1}"),
+            Err(DecodeError::Shape(_))
+        ));
+        assert!(matches!(
+            Message::decode(b"{\"uid\""),
             Err(DecodeError::NotMessagePack(_))
         ));
         // A classic redis-adapter broadcast ([uid, packet, opts]) is not a cluster message.
@@ -570,6 +605,24 @@ mod tests {
         // An array header claiming 4 billion items, and deep nesting: refused, no allocation.
         assert!(Message::decode(&[0xdd, 0xff, 0xff, 0xff, 0xff]).is_err());
         assert!(Message::decode(&[0x91; 10_000]).is_err());
+    }
+
+    #[test]
+    fn json_messages_from_node_decode_like_msgpack() {
+        let json = br#"{"type":7,"data":{"opts":{"rooms":["r"],"except":[],"flags":{}},"requestId":"abc"},"uid":"u1","nsp":"/chat"}"#;
+        let m = Message::decode(json).unwrap();
+        assert_eq!(m.uid, "u1");
+        assert_eq!(m.nsp, "/chat");
+        assert_eq!(
+            m.body,
+            Body::FetchSockets {
+                opts: Opts {
+                    rooms: vec!["r".into()],
+                    ..Opts::default()
+                },
+                request_id: "abc".into(),
+            }
+        );
     }
 
     proptest::proptest! {

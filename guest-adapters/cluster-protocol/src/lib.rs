@@ -8,8 +8,9 @@
 //! packets over already encoded, and a relay never needs to look inside them.
 
 mod codec;
+mod json;
 
-pub use codec::DecodeError;
+pub use codec::{DecodeError, read_any};
 
 /// The uid the Node.js emitters publish with.
 pub const EMITTER_UID: &str = "emitter";
