@@ -14,6 +14,8 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::capabilities::{Event, ServerSideHandler, Shared, SocketInspector};
+use crate::config::Connector;
+use crate::datasource::{DatasourceSpec, RedisPubSub};
 use crate::runtime::{
     AdapterComponent, AdapterInfo, Capability, GuestCall, GuestError, GuestSlot, Limits,
 };
@@ -49,6 +51,8 @@ pub struct AdapterOptions {
     pub request_timeout: Duration,
     /// Capabilities the config grants beyond the always-granted ones.
     pub granted: Vec<Capability>,
+    /// The backend the host connects to for the guest, if any.
+    pub datasource: Option<DatasourceSpec>,
 }
 
 impl Default for AdapterOptions {
@@ -59,6 +63,7 @@ impl Default for AdapterOptions {
             limits: Limits::default(),
             request_timeout: Duration::from_secs(5),
             granted: Vec::new(),
+            datasource: None,
         }
     }
 }
@@ -67,12 +72,13 @@ impl Default for AdapterOptions {
 pub fn builtin(name: &str) -> Option<&'static [u8]> {
     match name {
         "local" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/local.wasm"))),
+        "redis" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/redis.wasm"))),
         _ => None,
     }
 }
 
 /// Names of the built-in adapters.
-pub const BUILTINS: &[&str] = &["local"];
+pub const BUILTINS: &[&str] = &["local", "redis"];
 
 /// The wasm adapter of this node. Cheap to clone; pass it as the adapter state.
 #[derive(Clone)]
@@ -98,6 +104,9 @@ impl Adapter {
         let component = compile(&opts.source, &opts.granted).await?;
         let node_id = Uid::new().to_string();
         let (shared, events) = Shared::new(node_id);
+        if let Some(spec) = &opts.datasource {
+            attach(&shared, spec).await?;
+        }
         let options = serde_json::to_string(&opts.options).context("adapter options")?;
         let slot =
             GuestSlot::start(Arc::new(component), shared.clone(), opts.limits, options).await?;
@@ -203,9 +212,21 @@ impl Adapter {
         self.0.shared.set_inspector(Some(inspector));
     }
 
-    /// Calls the guest's `close` (it leaves the cluster); the adapter serves nothing after.
+    /// Calls the guest's `close` (it leaves the cluster), then closes the datasource
+    /// once what the guest queued is sent; the adapter serves nothing after.
     pub async fn close(&self) {
         self.0.slot.load_full().close().await;
+        if let Some(link) = self.0.shared.set_pubsub(None) {
+            match Arc::try_unwrap(link) {
+                Ok(link) => link.close().await,
+                Err(_) => tracing::debug!("datasource still in use; closed when dropped"),
+            }
+        }
+    }
+
+    /// The datasource link's state and counters, for `/healthz`.
+    pub fn datasource_status(&self) -> Option<serde_json::Value> {
+        self.0.shared.pubsub().map(|l| l.to_json())
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
@@ -239,6 +260,21 @@ fn encode_array(items: Vec<rmpv::Value>) -> Vec<u8> {
     // Writing into a Vec cannot fail.
     let _ = rmpv::encode::write_value(&mut out, &rmpv::Value::Array(items));
     out
+}
+
+/// Connects the datasource `spec` names and attaches it to `shared`.
+async fn attach(shared: &Arc<Shared>, spec: &DatasourceSpec) -> anyhow::Result<()> {
+    match spec.connector {
+        Connector::Redis => {
+            let link = RedisPubSub::connect(spec, Arc::downgrade(shared)).await?;
+            shared.set_pubsub(Some(Arc::new(link)));
+            Ok(())
+        }
+        Connector::Mongodb => anyhow::bail!(
+            "datasource `{}`: the mongodb connector is not implemented in this build",
+            spec.name
+        ),
+    }
 }
 
 /// Reads the component (from disk or the binary) and compiles it off the reactor.

@@ -89,15 +89,9 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
     let label = config_path
         .as_ref()
         .map_or_else(|| "(no config file)".into(), |p| p.display().to_string());
-    if let Some((name, ds)) = config.datasource() {
-        return refuse(format!(
-            "{label}: key `adapter.datasource`: datasource `{name}` uses connector `{:?}`, which this build of wasio does not implement yet",
-            ds.connector
-        ));
-    }
     let adapter = match Adapter::load(config.adapter_options()).await {
         Ok(a) => a,
-        Err(e) => return refuse(format!("{label}: key `adapter.wasm`: {e:#}")),
+        Err(e) => return refuse(format!("{label}: {e:#}")),
     };
     let info = adapter.info();
     let (source, sha256) = adapter.component();

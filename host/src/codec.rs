@@ -327,6 +327,11 @@ pub fn opts_to_wit(opts: &BroadcastOptions) -> BroadcastOpts {
 /// Node.js socket's, say) cannot name a local socket and are dropped.
 pub fn opts_from_wit(opts: &BroadcastOpts) -> BroadcastOptions {
     let mut out = BroadcastOptions::default();
+    // The contract: no rooms means every socket. socketioxide reads that only with its
+    // broadcast flag (which excludes `sid`, and there is none to exclude here).
+    if opts.sid.is_none() {
+        out.add_flag(BroadcastFlags::Broadcast);
+    }
     if opts.flags.contains(WitFlags::LOCAL) {
         out.add_flag(BroadcastFlags::Local);
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::adapter::{AdapterOptions, WasmSource};
+use crate::datasource::DatasourceSpec;
 use crate::runtime::{Capability, Limits};
 
 /// The whole config file.
@@ -85,6 +86,14 @@ impl Default for AdapterConfig {
 pub struct Datasource {
     pub connector: Connector,
     pub url: String,
+    /// Publishes that may wait while the backend is unreachable (default 10000);
+    /// beyond that the guest's publish fails with an error it sees.
+    #[serde(default = "default_publish_buffer")]
+    pub publish_buffer: usize,
+}
+
+fn default_publish_buffer() -> usize {
+    10_000
 }
 
 /// The kinds of backend.
@@ -196,7 +205,12 @@ impl Config {
         }
         for (name, ds) in &self.datasources {
             let schemes: &[&str] = match ds.connector {
-                Connector::Redis => &["redis://", "rediss://"],
+                Connector::Redis => &[
+                    "redis://",
+                    "rediss://",
+                    "redis-cluster://",
+                    "redis-sentinel://",
+                ],
                 Connector::Mongodb => &["mongodb://", "mongodb+srv://"],
             };
             if !schemes.iter().any(|s| ds.url.starts_with(s)) {
@@ -233,14 +247,29 @@ impl Config {
             Some((_, ds)) if ds.connector == Connector::Mongodb => vec![Capability::DocStore],
             _ => vec![],
         };
+        let datasource = self.datasource().map(|(name, ds)| DatasourceSpec {
+            name: name.to_string(),
+            connector: ds.connector,
+            url: ds.url.clone(),
+            publish_buffer: ds.publish_buffer,
+        });
+        let options = serde_json::to_value(&self.adapter.options).unwrap_or_default();
+        // The host's bound on a request never cuts the guest's own timeout short.
+        let guest_timeout = options
+            .get("requestsTimeout")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
         AdapterOptions {
             source: WasmSource::parse(&self.adapter.wasm),
-            options: serde_json::to_value(&self.adapter.options).unwrap_or_default(),
+            datasource,
+            options,
             limits: Limits {
                 deadline: Duration::from_millis(self.limits.deadline_ms),
                 memory_bytes: (self.limits.memory_mib as usize) << 20,
             },
-            request_timeout: Duration::from_millis(self.adapter.request_timeout_ms),
+            request_timeout: Duration::from_millis(
+                self.adapter.request_timeout_ms.max(guest_timeout),
+            ),
             granted,
         }
     }

@@ -23,6 +23,7 @@ pub mod capabilities;
 pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod datasource;
 pub mod handshake;
 pub mod metrics;
 pub mod runtime;

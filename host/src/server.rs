@@ -122,6 +122,7 @@ async fn health(adapter: Adapter) -> impl IntoResponse {
         "node_id": adapter.node_id(),
         "adapter": { "name": info.name, "version": info.version, "source": source, "sha256": sha256 },
         "guest": adapter.metrics().to_json(),
+        "datasource": adapter.datasource_status(),
     }))
 }
 
@@ -135,6 +136,9 @@ async fn register_relay(
     TryData(auth): TryData<Mp>,
 ) -> Result<(), std::convert::Infallible> {
     crate::handshake::record(&socket, auth.unwrap_or(Mp::Map(vec![])));
+    // As in socket.io, a socket is in the room of its own id: other nodes (Node.js ones
+    // too) address a single socket that way.
+    socket.join(socket.id.to_string());
     let (lane, ops) = Lane::new();
     socket.extensions.insert(lane);
     tokio::spawn(run_lane(socket.clone(), io, ops));
@@ -251,7 +255,13 @@ fn reply(ack: AckSender<Ns>, body: serde_json::Value) {
 }
 
 fn sorted_rooms(socket: &SocketRef<Ns>) -> Vec<String> {
-    let mut rooms: Vec<String> = socket.rooms().into_iter().map(|r| r.to_string()).collect();
+    let own = socket.id.to_string();
+    let mut rooms: Vec<String> = socket
+        .rooms()
+        .into_iter()
+        .map(|r| r.to_string())
+        .filter(|r| *r != own)
+        .collect();
     rooms.sort();
     rooms
 }

@@ -19,6 +19,7 @@ use std::sync::{Arc, RwLock, Weak};
 
 use tokio::sync::mpsc;
 
+use crate::datasource::RedisPubSub;
 use crate::metrics::Metrics;
 
 /// Something the host pushes into the guest, in order, through the dispatcher.
@@ -80,6 +81,7 @@ pub struct Shared {
     generation: AtomicU64,
     server_side: RwLock<Option<ServerSideHandler>>,
     inspector: RwLock<Option<SocketInspector>>,
+    pubsub: RwLock<Option<Arc<RedisPubSub>>>,
     pub metrics: Metrics,
 }
 
@@ -102,6 +104,7 @@ impl Shared {
             generation: AtomicU64::new(0),
             server_side: RwLock::new(None),
             inspector: RwLock::new(None),
+            pubsub: RwLock::new(None),
             metrics: Metrics::default(),
         };
         (Arc::new(shared), rx)
@@ -163,6 +166,16 @@ impl Shared {
     /// How local sockets are described, if anyone said.
     pub fn inspector(&self) -> Option<SocketInspector> {
         self.inspector.read().unwrap().clone()
+    }
+
+    /// Attaches (or detaches) the Redis link behind `pubsub`; returns the previous one.
+    pub fn set_pubsub(&self, link: Option<Arc<RedisPubSub>>) -> Option<Arc<RedisPubSub>> {
+        std::mem::replace(&mut *self.pubsub.write().unwrap(), link)
+    }
+
+    /// The Redis link behind `pubsub`, if one is attached.
+    pub fn pubsub(&self) -> Option<Arc<RedisPubSub>> {
+        self.pubsub.read().unwrap().clone()
     }
 
     /// The instance serving this node is gone: its timers die with it, and requests

@@ -1,42 +1,87 @@
-//! `wasio:adapter/pubsub`. The loader refuses a guest importing it unless the config
-//! grants a pub/sub datasource; until a connector is attached every call says so.
+//! `wasio:adapter/pubsub`, on the node's Redis link. The loader refuses a guest
+//! importing it unless the config grants a pub/sub datasource.
 
+use std::sync::Arc;
+
+use super::Event;
+use crate::datasource::RedisPubSub;
+use crate::datasource::redis::Topic;
 use crate::runtime::HostState;
 use crate::runtime::bindings::wasio::adapter::pubsub::{Host, Mode};
 use crate::runtime::bindings::wasio::adapter::types::Error;
 
-fn denied() -> Error {
-    Error::Denied("no pub/sub datasource is attached to this adapter".into())
+impl HostState {
+    fn link(&self) -> Result<Arc<RedisPubSub>, Error> {
+        self.shared
+            .pubsub()
+            .ok_or_else(|| Error::Denied("no Redis datasource is attached to this adapter".into()))
+    }
+}
+
+fn topic(channel: String, mode: Mode) -> Topic {
+    match mode {
+        Mode::Classic => Topic::Channel(channel),
+        Mode::Sharded => Topic::Shard(channel),
+    }
 }
 
 impl Host for HostState {
     fn publish(
         &mut self,
-        _channel: String,
-        _payload: Vec<u8>,
-        _mode: Mode,
+        channel: String,
+        payload: Vec<u8>,
+        mode: Mode,
     ) -> wasmtime::Result<Result<(), Error>> {
-        Ok(Err(denied()))
+        Ok(self.link().and_then(|l| {
+            l.publish(channel, payload, mode == Mode::Sharded)
+                .map_err(Error::Unavailable)
+        }))
     }
-    fn subscribe(&mut self, _channel: String, _mode: Mode) -> wasmtime::Result<Result<(), Error>> {
-        Ok(Err(denied()))
+
+    fn subscribe(&mut self, channel: String, mode: Mode) -> wasmtime::Result<Result<(), Error>> {
+        Ok(self.link().and_then(|l| {
+            l.subscribe(topic(channel, mode))
+                .map_err(Error::Unavailable)
+        }))
     }
-    fn psubscribe(&mut self, _pattern: String) -> wasmtime::Result<Result<(), Error>> {
-        Ok(Err(denied()))
+
+    fn psubscribe(&mut self, pattern: String) -> wasmtime::Result<Result<(), Error>> {
+        Ok(self.link().and_then(|l| {
+            l.subscribe(Topic::Pattern(pattern))
+                .map_err(Error::Unavailable)
+        }))
     }
-    fn unsubscribe(
-        &mut self,
-        _channel: String,
-        _mode: Mode,
-    ) -> wasmtime::Result<Result<(), Error>> {
-        Ok(Err(denied()))
+
+    fn unsubscribe(&mut self, channel: String, mode: Mode) -> wasmtime::Result<Result<(), Error>> {
+        Ok(self.link().and_then(|l| {
+            l.unsubscribe(topic(channel, mode))
+                .map_err(Error::Unavailable)
+        }))
     }
+
     fn count_subscribers(
         &mut self,
-        _channels: Vec<String>,
-        _mode: Mode,
-        _ticket: u64,
+        channels: Vec<String>,
+        mode: Mode,
+        ticket: u64,
     ) -> wasmtime::Result<Result<(), Error>> {
-        Ok(Err(denied()))
+        let shared = Arc::downgrade(&self.shared);
+        let generation = self.generation;
+        Ok(self.link().and_then(|l| {
+            l.count(
+                channels,
+                mode == Mode::Sharded,
+                Box::new(move |counts| {
+                    if let Some(shared) = shared.upgrade() {
+                        shared.push(Event::Counts {
+                            generation,
+                            ticket,
+                            counts,
+                        });
+                    }
+                }),
+            )
+            .map_err(Error::Unavailable)
+        }))
     }
 }

@@ -1,0 +1,482 @@
+//! The Redis link behind `wasio:adapter/pubsub` (on `fred`): one publishing and one
+//! subscribing connection per datasource, whatever the number of namespaces.
+//!
+//! - Publishes, subscriptions and counts go through one bounded queue, applied in
+//!   order by one writer: a publish never overtakes the subscribe before it, and
+//!   publishes are pipelined in batches. While Redis is away the queue holds them (up
+//!   to `publish_buffer`, then the guest's `publish` fails with `unavailable`) and the
+//!   writer retries until they are sent.
+//! - Subscriptions are tracked here, not by the client library, so the ones asked for
+//!   while Redis was away are replayed too when it returns.
+//! - Messages reach the guest through the node's event queue in the order Redis sent
+//!   them; a receive-queue overflow is counted, never silent.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use fred::clients::{Client, SubscriberClient};
+use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use fred::types::config::{Config, ReconnectPolicy};
+use fred::types::{Builder, MessageKind, Value};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinSet;
+
+use super::{DatasourceSpec, LinkMetrics, glob};
+use crate::capabilities::{Event, Shared};
+
+/// Publishes pipelined into one write.
+const BATCH: usize = 256;
+/// How long the first connection may take before start-up fails.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Messages the client library may hold for us before it drops (and we count) them.
+const RECEIVE_QUEUE: usize = 1 << 16;
+
+/// What a subscription listens to.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Topic {
+    Channel(String),
+    Pattern(String),
+    Shard(String),
+}
+
+/// The guest's counts callback.
+type CountsReply = Box<dyn FnOnce(Result<Vec<u64>, String>) + Send>;
+
+enum Op {
+    Publish {
+        channel: String,
+        payload: Bytes,
+        sharded: bool,
+    },
+    Subscribe(Topic),
+    Unsubscribe(Topic),
+    Count {
+        channels: Vec<String>,
+        sharded: bool,
+        reply: CountsReply,
+    },
+}
+
+/// One Redis datasource, shared by every namespace of the node.
+pub struct RedisPubSub {
+    spec: DatasourceSpec,
+    ops: mpsc::Sender<Op>,
+    metrics: Arc<LinkMetrics>,
+    writer: tokio::task::JoinHandle<()>,
+    tasks: JoinSet<()>,
+    publisher: Client,
+    subscriber: SubscriberClient,
+}
+
+impl RedisPubSub {
+    /// Connects both connections (failing after a few seconds, naming the datasource)
+    /// and starts relaying what arrives into `shared`'s event queue.
+    pub async fn connect(spec: &DatasourceSpec, shared: Weak<Shared>) -> anyhow::Result<Self> {
+        let label = format!("datasource `{}` ({})", spec.name, spec.redacted_url());
+        let config = Config::from_url(&spec.url).with_context(|| format!("{label}: bad URL"))?;
+        let mut builder = Builder::from_config(config);
+        builder
+            // Reconnect forever: 50 ms doubling up to 2 s.
+            .set_policy(ReconnectPolicy::new_exponential(0, 50, 2000, 2))
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_secs(2);
+                c.internal_command_timeout = Duration::from_secs(2);
+                // Retries are ours (see `flush`), so that a full queue is visible.
+                c.max_command_attempts = 1;
+            })
+            .with_performance_config(|p| {
+                p.broadcast_channel_capacity = RECEIVE_QUEUE;
+                p.default_command_timeout = Duration::from_secs(5);
+            });
+        let publisher = builder.build().with_context(|| label.clone())?;
+        let subscriber = builder
+            .build_subscriber_client()
+            .with_context(|| label.clone())?;
+        let messages = subscriber.message_rx();
+        let reconnects = subscriber.reconnect_rx();
+        let errors = subscriber.error_rx();
+        publisher.connect();
+        subscriber.connect();
+        let both = async {
+            publisher.wait_for_connect().await?;
+            subscriber.wait_for_connect().await
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, both)
+            .await
+            .map_err(|_| anyhow::anyhow!("{label}: no connection after {CONNECT_TIMEOUT:?}"))?
+            .with_context(|| format!("{label}: cannot connect"))?;
+
+        let metrics = Arc::new(LinkMetrics::default());
+        metrics
+            .connected
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let topics = Arc::new(Mutex::new(BTreeSet::new()));
+        let (ops, rx) = mpsc::channel(spec.publish_buffer.max(1));
+        let writer = tokio::spawn(write(
+            publisher.clone(),
+            subscriber.clone(),
+            topics.clone(),
+            rx,
+            metrics.clone(),
+        ));
+        let mut tasks = JoinSet::new();
+        tasks.spawn(receive(
+            messages,
+            topics.clone(),
+            shared.clone(),
+            metrics.clone(),
+        ));
+        tasks.spawn(watch_link(
+            subscriber.clone(),
+            topics,
+            reconnects,
+            errors,
+            shared,
+            metrics.clone(),
+            label,
+        ));
+        Ok(RedisPubSub {
+            spec: spec.clone(),
+            ops,
+            metrics,
+            writer,
+            tasks,
+            publisher,
+            subscriber,
+        })
+    }
+
+    /// Queues `payload` for `channel`; fails only when the buffer is full.
+    pub fn publish(&self, channel: String, payload: Vec<u8>, sharded: bool) -> Result<(), String> {
+        self.enqueue(Op::Publish {
+            channel,
+            payload: payload.into(),
+            sharded,
+        })
+    }
+
+    /// Starts receiving `topic` (also after every reconnect).
+    pub fn subscribe(&self, topic: Topic) -> Result<(), String> {
+        self.enqueue(Op::Subscribe(topic))
+    }
+
+    /// Stops receiving `topic` (a pattern given to psubscribe is stopped by its name,
+    /// as a `Channel`).
+    pub fn unsubscribe(&self, topic: Topic) -> Result<(), String> {
+        self.enqueue(Op::Unsubscribe(topic))
+    }
+
+    /// Asks Redis how many subscribers each channel has; `reply` gets the answer.
+    pub fn count(
+        &self,
+        channels: Vec<String>,
+        sharded: bool,
+        reply: CountsReply,
+    ) -> Result<(), String> {
+        self.enqueue(Op::Count {
+            channels,
+            sharded,
+            reply,
+        })
+    }
+
+    fn enqueue(&self, op: Op) -> Result<(), String> {
+        self.ops.try_send(op).map_err(|e| {
+            LinkMetrics::bump(&self.metrics.publish_errors);
+            match e {
+                mpsc::error::TrySendError::Full(_) => format!(
+                    "Redis at {} is not keeping up or unreachable: {} operations already wait to be sent",
+                    self.spec.redacted_url(),
+                    self.spec.publish_buffer
+                ),
+                mpsc::error::TrySendError::Closed(_) => "the Redis link is closed".to_string(),
+            }
+        })
+    }
+
+    /// State and counters for `/healthz`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let buffered = self.ops.max_capacity() - self.ops.capacity();
+        let mut v = self.metrics.to_json(buffered);
+        v["name"] = self.spec.name.clone().into();
+        v["connector"] = "redis".into();
+        v["url"] = self.spec.redacted_url().into();
+        v
+    }
+
+    /// Closes both connections once what is queued has been sent (waiting 2 s at most).
+    pub async fn close(self) {
+        let RedisPubSub {
+            ops,
+            writer,
+            mut tasks,
+            publisher,
+            subscriber,
+            ..
+        } = self;
+        // The writer drains the queue and ends once the last sender is gone.
+        drop(ops);
+        let abort = writer.abort_handle();
+        let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+        abort.abort();
+        tasks.abort_all();
+        let _ = subscriber.quit().await;
+        let _ = publisher.quit().await;
+    }
+}
+
+/// The writer: applies queued operations in order.
+async fn write(
+    publisher: Client,
+    subscriber: SubscriberClient,
+    topics: Arc<Mutex<BTreeSet<Topic>>>,
+    mut rx: mpsc::Receiver<Op>,
+    metrics: Arc<LinkMetrics>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut pending = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        for op in batch.drain(..) {
+            match op {
+                Op::Publish {
+                    channel,
+                    payload,
+                    sharded,
+                } => pending.push((channel, payload, sharded)),
+                Op::Subscribe(topic) => {
+                    flush(&publisher, &mut pending, &metrics).await;
+                    // Tracked first: if Redis is away now, the reconnect replays it.
+                    let added = topics.lock().unwrap().insert(topic.clone());
+                    if added && let Err(e) = send_subscribe(&subscriber, &topic).await {
+                        tracing::warn!("subscribe {topic:?} failed (replayed on reconnect): {e}");
+                    }
+                }
+                Op::Unsubscribe(topic) => {
+                    flush(&publisher, &mut pending, &metrics).await;
+                    let removed = forget(&topics, topic);
+                    if let Some(topic) = removed
+                        && let Err(e) = send_unsubscribe(&subscriber, &topic).await
+                    {
+                        tracing::warn!("unsubscribe {topic:?} failed: {e}");
+                    }
+                }
+                Op::Count {
+                    channels,
+                    sharded,
+                    reply,
+                } => {
+                    flush(&publisher, &mut pending, &metrics).await;
+                    // Answered off the writer: publishes need not wait for it.
+                    let publisher = publisher.clone();
+                    tokio::spawn(async move {
+                        reply(count(&publisher, &channels, sharded).await);
+                    });
+                }
+            }
+        }
+        flush(&publisher, &mut pending, &metrics).await;
+    }
+}
+
+/// Removes `topic` from the tracked set (a channel name may name a pattern); returns
+/// what was removed.
+fn forget(topics: &Mutex<BTreeSet<Topic>>, topic: Topic) -> Option<Topic> {
+    let mut set = topics.lock().unwrap();
+    if let Topic::Channel(name) = &topic
+        && !set.contains(&topic)
+    {
+        let pattern = Topic::Pattern(name.clone());
+        return set.remove(&pattern).then_some(pattern);
+    }
+    set.remove(&topic).then_some(topic)
+}
+
+/// Sends `pending` as one pipeline; retries what failed, in order, until it is sent.
+async fn flush(
+    publisher: &Client,
+    pending: &mut Vec<(String, Bytes, bool)>,
+    metrics: &LinkMetrics,
+) {
+    let mut backoff = Duration::from_millis(50);
+    while !pending.is_empty() {
+        let pipe = publisher.pipeline();
+        for (channel, payload, sharded) in pending.iter() {
+            // Queuing into a pipeline only fails on bad arguments, which these are not.
+            let _: Result<(), _> = if *sharded {
+                pipe.spublish(channel.clone(), payload.clone()).await
+            } else {
+                pipe.publish(channel.clone(), payload.clone()).await
+            };
+        }
+        let results = pipe.try_all::<Value>().await;
+        let mut i = 0;
+        pending.retain(|_| {
+            let sent = results.get(i).is_some_and(Result::is_ok);
+            i += 1;
+            !sent
+        });
+        if !pending.is_empty() {
+            metrics
+                .publish_retries
+                .fetch_add(pending.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+}
+
+async fn send_subscribe(sub: &SubscriberClient, topic: &Topic) -> Result<(), fred::error::Error> {
+    match topic {
+        Topic::Channel(c) => sub.subscribe(c.as_str()).await,
+        Topic::Pattern(p) => sub.psubscribe(p.as_str()).await,
+        Topic::Shard(c) => sub.ssubscribe(c.as_str()).await,
+    }
+}
+
+async fn send_unsubscribe(sub: &SubscriberClient, topic: &Topic) -> Result<(), fred::error::Error> {
+    match topic {
+        Topic::Channel(c) => sub.unsubscribe(c.as_str()).await,
+        Topic::Pattern(p) => sub.punsubscribe(p.as_str()).await,
+        Topic::Shard(c) => sub.sunsubscribe(c.as_str()).await,
+    }
+}
+
+/// PUBSUB NUMSUB / SHARDNUMSUB, as counts in channel order.
+async fn count(publisher: &Client, channels: &[String], sharded: bool) -> Result<Vec<u64>, String> {
+    let names: Vec<&str> = channels.iter().map(String::as_str).collect();
+    let reply: Value = if sharded {
+        publisher.pubsub_shardnumsub(names).await
+    } else {
+        publisher.pubsub_numsub(names).await
+    }
+    .map_err(|e| format!("PUBSUB NUMSUB: {e}"))?;
+    // RESP2 answers [channel, n, ...]; RESP3 a map.
+    let pairs: Vec<(Value, Value)> = match reply {
+        Value::Array(items) => {
+            let mut it = items.into_iter();
+            std::iter::from_fn(|| Some((it.next()?, it.next()?))).collect()
+        }
+        Value::Map(map) => map
+            .inner()
+            .into_iter()
+            .map(|(k, v)| (Value::from(k), v))
+            .collect(),
+        other => return Err(format!("PUBSUB NUMSUB: unexpected reply {other:?}")),
+    };
+    Ok(channels
+        .iter()
+        .map(|c| {
+            pairs
+                .iter()
+                .find(|(k, _)| k.as_str().as_deref() == Some(c.as_str()))
+                .and_then(|(_, v)| v.as_u64())
+                .unwrap_or(0)
+        })
+        .collect())
+}
+
+/// Forwards messages into the node's event queue, in order.
+async fn receive(
+    mut messages: broadcast::Receiver<fred::types::Message>,
+    topics: Arc<Mutex<BTreeSet<Topic>>>,
+    shared: Weak<Shared>,
+    metrics: Arc<LinkMetrics>,
+) {
+    loop {
+        let msg = match messages.recv().await {
+            Ok(m) => m,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                metrics
+                    .lost_messages
+                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!("{n} Redis messages lost: the guest did not keep up");
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let payload = match msg.value {
+            Value::Bytes(b) => b.to_vec(),
+            Value::String(s) => s.into_inner().to_vec(),
+            _ => {
+                LinkMetrics::bump(&metrics.malformed);
+                continue;
+            }
+        };
+        let channel = msg.channel.to_string();
+        let pattern = (msg.kind == MessageKind::PMessage)
+            .then(|| matching_pattern(&topics, &channel))
+            .flatten();
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        shared.push(Event::Message {
+            channel,
+            pattern,
+            payload,
+        });
+    }
+}
+
+fn matching_pattern(topics: &Mutex<BTreeSet<Topic>>, channel: &str) -> Option<String> {
+    topics.lock().unwrap().iter().find_map(|t| match t {
+        Topic::Pattern(p) if glob::matches(p.as_bytes(), channel.as_bytes()) => Some(p.clone()),
+        _ => None,
+    })
+}
+
+/// Tells the guest when the link goes down and, after replaying every subscription,
+/// when it is back.
+async fn watch_link(
+    subscriber: SubscriberClient,
+    topics: Arc<Mutex<BTreeSet<Topic>>>,
+    mut reconnects: broadcast::Receiver<fred::types::config::Server>,
+    mut errors: broadcast::Receiver<(fred::error::Error, Option<fred::types::config::Server>)>,
+    shared: Weak<Shared>,
+    metrics: Arc<LinkMetrics>,
+    label: String,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let push = |up: bool| {
+        if let Some(shared) = shared.upgrade() {
+            shared.push(Event::Connection { up });
+        }
+    };
+    loop {
+        tokio::select! {
+            err = errors.recv() => match err {
+                Ok((e, _)) => {
+                    if metrics.connected.swap(false, Relaxed) {
+                        tracing::warn!("{label}: connection lost: {e}; reconnecting");
+                        push(false);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            up = reconnects.recv() => match up {
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let all: Vec<Topic> = topics.lock().unwrap().iter().cloned().collect();
+                    let mut failed = 0;
+                    for topic in &all {
+                        if send_subscribe(&subscriber, topic).await.is_err() {
+                            failed += 1;
+                        }
+                    }
+                    if failed > 0 {
+                        tracing::warn!("{label}: {failed} subscriptions not replayed; waiting for the next reconnect");
+                        continue;
+                    }
+                    if !metrics.connected.swap(true, Relaxed) {
+                        metrics.reconnects.fetch_add(1, Relaxed);
+                        tracing::info!("{label}: reconnected, {} subscriptions replayed", all.len());
+                        push(true);
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        }
+    }
+}
