@@ -11,6 +11,11 @@ const GUESTS: &[(&str, &str, Option<&str>)] = &[
         "wasio_guest_local.wasm",
         Some("local.wasm"),
     ),
+    (
+        "wasio-guest-redis",
+        "wasio_guest_redis.wasm",
+        Some("redis.wasm"),
+    ),
     // Test doubles, built here so tests find them; never embedded.
     ("faulty", "faulty.wasm", None),
     ("future-version", "future_version.wasm", None),

@@ -1,0 +1,134 @@
+//! `[adapter.options]`, named as the Node.js adapter names them.
+
+use serde_json::Value;
+
+/// Which protocol of `@socket.io/redis-adapter` to speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `createAdapter`: PUBLISH / PSUBSCRIBE, requests on their own channels.
+    Classic,
+    /// `createShardedAdapter`: SPUBLISH / SSUBSCRIBE, the cluster message family.
+    Sharded,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub mode: Mode,
+    /// Channel prefix: `key` (classic) or `channelPrefix` (sharded); `socket.io`.
+    pub prefix: String,
+    /// How long a cluster request waits for the other nodes, in ms (5000).
+    pub requests_timeout: u32,
+    /// Classic: answer on the requester's own response channel.
+    pub specific_response_channel: bool,
+}
+
+impl Options {
+    /// Parses the JSON the host gives `init`; unknown keys and wrong types are refused.
+    pub fn parse(json: &str) -> Result<Options, String> {
+        let v: Value = serde_json::from_str(json).map_err(|e| format!("options: {e}"))?;
+        let Value::Object(map) = v else {
+            return Err("options must be a table".into());
+        };
+        let mut o = Options {
+            mode: Mode::Classic,
+            prefix: "socket.io".into(),
+            requests_timeout: 5000,
+            specific_response_channel: false,
+        };
+        let mut prefix_key: Option<&str> = None;
+        for (k, v) in &map {
+            let bad = |want: &str| format!("option `{k}` must be {want}, got {v}");
+            match k.as_str() {
+                "mode" => {
+                    o.mode = match v.as_str() {
+                        Some("classic") => Mode::Classic,
+                        Some("sharded") => Mode::Sharded,
+                        _ => return Err(bad("\"classic\" or \"sharded\"")),
+                    }
+                }
+                "key" | "channelPrefix" => {
+                    if let Some(other) = prefix_key {
+                        return Err(format!("options `{other}` and `{k}` both set the prefix"));
+                    }
+                    prefix_key = Some(k);
+                    o.prefix = v
+                        .as_str()
+                        .filter(|s| !s.is_empty())
+                        .ok_or_else(|| bad("a non-empty string"))?
+                        .into();
+                }
+                "requestsTimeout" => {
+                    o.requests_timeout = v
+                        .as_u64()
+                        .filter(|t| (1..=600_000).contains(t))
+                        .ok_or_else(|| bad("a number of milliseconds (1..600000)"))?
+                        as u32
+                }
+                "publishOnSpecificResponseChannel" => {
+                    o.specific_response_channel = v.as_bool().ok_or_else(|| bad("true or false"))?
+                }
+                "subscriptionMode" => match v.as_str() {
+                    Some("static") => {}
+                    Some("dynamic" | "dynamic-private") => {
+                        return Err(format!(
+                            "option `subscriptionMode` = {v} is not supported: it needs to know when this node's rooms are created, which the wasio contract does not tell adapters yet; use \"static\" (on the Node.js nodes too)"
+                        ));
+                    }
+                    _ => return Err(bad("\"static\"")),
+                },
+                _ => {
+                    return Err(format!(
+                        "unknown option `{k}` (known: mode, key, channelPrefix, requestsTimeout, publishOnSpecificResponseChannel, subscriptionMode)"
+                    ));
+                }
+            }
+        }
+        if o.mode == Mode::Classic && prefix_key == Some("channelPrefix") {
+            return Err(
+                "option `channelPrefix` is for mode = \"sharded\"; classic mode calls it `key`"
+                    .into(),
+            );
+        }
+        if o.mode == Mode::Sharded && !map.contains_key("subscriptionMode") {
+            // Node's sharded adapter defaults to "dynamic", which we cannot follow:
+            // say so rather than silently speaking a different protocol.
+            return Err("mode = \"sharded\" needs subscriptionMode = \"static\" (Node.js's default, \"dynamic\", is not supported yet); set it on the Node.js nodes too".into());
+        }
+        Ok(o)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_names_follow_node() {
+        let o = Options::parse("{}").unwrap();
+        assert_eq!(o.mode, Mode::Classic);
+        assert_eq!(o.prefix, "socket.io");
+        assert_eq!(o.requests_timeout, 5000);
+        let o =
+            Options::parse(r#"{"mode":"sharded","channelPrefix":"p","subscriptionMode":"static"}"#)
+                .unwrap();
+        assert_eq!((o.mode, o.prefix.as_str()), (Mode::Sharded, "p"));
+    }
+
+    #[test]
+    fn bad_options_are_refused_by_name() {
+        for (json, needle) in [
+            (r#"{"mode":"cluster"}"#, "mode"),
+            (r#"{"requestsTimeout":"5s"}"#, "requestsTimeout"),
+            (r#"{"kye":"x"}"#, "unknown option `kye`"),
+            (
+                r#"{"mode":"sharded","subscriptionMode":"dynamic"}"#,
+                "dynamic",
+            ),
+            (r#"{"mode":"sharded"}"#, "subscriptionMode"),
+            (r#"{"key":"a","channelPrefix":"b"}"#, "both"),
+        ] {
+            let e = Options::parse(json).unwrap_err();
+            assert!(e.contains(needle), "{json}: {e}");
+        }
+    }
+}

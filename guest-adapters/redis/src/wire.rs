@@ -1,0 +1,269 @@
+//! The classic `@socket.io/redis-adapter` messages (`../shared/protocols.md` §1) and the
+//! conversions between the contract's types and what travels.
+//!
+//! Broadcasts are MessagePack `[uid, packet, opts]`. Requests and responses are maps
+//! with `requestId` and `type`, JSON or MessagePack; we always send MessagePack (which
+//! Node.js decodes as well) so binary survives.
+
+use rmpv::Value;
+use wasio_cluster_protocol::{DecodeError, Flags, Opts, Raw, read_any};
+
+/// Request types of the classic protocol.
+pub mod kind {
+    pub const SOCKETS: u64 = 0;
+    pub const ALL_ROOMS: u64 = 1;
+    pub const REMOTE_JOIN: u64 = 2;
+    pub const REMOTE_LEAVE: u64 = 3;
+    pub const REMOTE_DISCONNECT: u64 = 4;
+    pub const REMOTE_FETCH: u64 = 5;
+    pub const SERVER_SIDE_EMIT: u64 = 6;
+    pub const BROADCAST: u64 = 7;
+    pub const BROADCAST_CLIENT_COUNT: u64 = 8;
+    pub const BROADCAST_ACK: u64 = 9;
+}
+
+/// A received classic broadcast.
+#[derive(Debug, PartialEq)]
+pub struct Broadcast {
+    pub uid: String,
+    /// The packet's own `nsp` (`/` when absent, as Node.js assumes).
+    pub nsp: String,
+    pub packet: Raw,
+    pub opts: Opts,
+}
+
+/// `[uid, packet, opts]` as MessagePack.
+pub fn encode_broadcast(uid: &str, packet: &[u8], opts: &Opts) -> Vec<u8> {
+    let mut out = Vec::with_capacity(packet.len() + 64);
+    rmp::encode::write_array_len(&mut out, 3).expect("vec write");
+    rmp::encode::write_str(&mut out, uid).expect("vec write");
+    out.extend_from_slice(packet);
+    opts.encode(&mut out);
+    out
+}
+
+pub fn decode_broadcast(bytes: &[u8]) -> Result<Broadcast, DecodeError> {
+    let Value::Array(mut items) = read_any(bytes)? else {
+        return Err(DecodeError::Shape(
+            "a broadcast is an array [uid, packet, opts]",
+        ));
+    };
+    if items.len() != 3 {
+        return Err(DecodeError::Shape("a broadcast has 3 items"));
+    }
+    let opts = Opts::from_value(&items[2])?;
+    let packet = items.swap_remove(1);
+    let uid = items[0]
+        .as_str()
+        .ok_or(DecodeError::Shape("broadcast uid must be a string"))?
+        .to_string();
+    if !matches!(packet, Value::Map(_)) {
+        return Err(DecodeError::Shape("a packet is a map"));
+    }
+    let nsp = match field(&packet, "nsp") {
+        None => "/".to_string(),
+        Some(v) => v
+            .as_str()
+            .ok_or(DecodeError::Shape("packet nsp must be a string"))?
+            .to_string(),
+    };
+    Ok(Broadcast {
+        uid,
+        nsp,
+        packet: encode(&packet),
+        opts,
+    })
+}
+
+/// A request or a response: the decoded map, with typed accessors.
+#[derive(Debug)]
+pub struct Fields(Value);
+
+impl Fields {
+    pub fn decode(bytes: &[u8]) -> Result<Fields, DecodeError> {
+        match read_any(bytes)? {
+            v @ Value::Map(_) => Ok(Fields(v)),
+            _ => Err(DecodeError::Shape("a request is a map")),
+        }
+    }
+    pub fn get(&self, k: &str) -> Option<&Value> {
+        field(&self.0, k)
+    }
+    pub fn str(&self, k: &str) -> Option<&str> {
+        self.get(k).and_then(Value::as_str)
+    }
+    pub fn ty(&self) -> Option<u64> {
+        self.get("type").and_then(Value::as_u64)
+    }
+    /// `requestId`: Node.js makes strings; numbers are taken too.
+    pub fn request_id(&self) -> Option<String> {
+        match self.get("requestId")? {
+            Value::String(s) => s.as_str().map(str::to_string),
+            v if v.is_number() => Some(v.to_string()),
+            _ => None,
+        }
+    }
+    pub fn strings(&self, k: &str) -> Result<Vec<String>, DecodeError> {
+        match self.get(k) {
+            None | Some(Value::Nil) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items.iter().map(room_name).collect(),
+            Some(_) => Err(DecodeError::Shape("expected an array of rooms")),
+        }
+    }
+    pub fn opts(&self) -> Result<Opts, DecodeError> {
+        match self.get("opts") {
+            Some(v) => Opts::from_value(v),
+            None => Err(DecodeError::Shape("no `opts`")),
+        }
+    }
+}
+
+/// Rooms are strings; Node.js also lets numbers be room names.
+fn room_name(v: &Value) -> Result<String, DecodeError> {
+    match v {
+        Value::String(s) => s
+            .as_str()
+            .map(str::to_string)
+            .ok_or(DecodeError::Shape("room names must be UTF-8")),
+        v if v.is_number() => Ok(v.to_string()),
+        _ => Err(DecodeError::Shape("room names must be strings")),
+    }
+}
+
+pub fn field<'a>(map: &'a Value, k: &str) -> Option<&'a Value> {
+    match map {
+        Value::Map(m) => m
+            .iter()
+            .find(|(key, _)| key.as_str() == Some(k))
+            .map(|(_, v)| v),
+        _ => None,
+    }
+}
+
+pub fn encode(v: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, v).expect("vec write");
+    out
+}
+
+/// Decodes MessagePack the host produced (packets, handshakes); nil when malformed.
+pub fn decode(bytes: &[u8]) -> Value {
+    rmpv::decode::read_value(&mut &bytes[..]).unwrap_or(Value::Nil)
+}
+
+/// A MessagePack map from `(key, value)` pairs, in this order.
+pub fn map<const N: usize>(pairs: [(&str, Value); N]) -> Vec<u8> {
+    encode(&Value::Map(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (Value::from(k), v))
+            .collect(),
+    ))
+}
+
+/// `opts` as it travels: `sid` joins `except` when the sender is excluded, as
+/// socket.io does for `socket.broadcast`.
+pub fn opts_to_wire(
+    rooms: &[String],
+    except: &[String],
+    sid: Option<&str>,
+    broadcast: bool,
+    volatile: bool,
+    timeout: Option<u64>,
+) -> Opts {
+    let mut except = except.to_vec();
+    let mut rooms = rooms.to_vec();
+    match sid {
+        Some(sid) if broadcast => except.push(sid.to_string()),
+        // An operation on one socket (a remote socket's join, say): socket.io names a
+        // socket by the room of its id.
+        Some(sid) if rooms.is_empty() => rooms.push(sid.to_string()),
+        _ => {}
+    }
+    except.dedup();
+    Opts {
+        rooms,
+        except,
+        flags: Flags {
+            volatile: volatile.then_some(true),
+            timeout,
+            ..Flags::default()
+        },
+    }
+}
+
+pub fn strings(items: &[String]) -> Value {
+    Value::Array(items.iter().map(|s| Value::from(s.as_str())).collect())
+}
+
+/// The first argument of an ack (Node.js answers with one value), from the host's
+/// MessagePack array of arguments.
+pub fn first_arg(args: &[u8]) -> Value {
+    match decode(args) {
+        Value::Array(mut items) if !items.is_empty() => items.swap_remove(0),
+        _ => Value::Nil,
+    }
+}
+
+/// One value as the host's array of arguments.
+pub fn as_args(v: Value) -> Vec<u8> {
+    encode(&Value::Array(vec![v]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcasts_round_trip_and_default_nsp() {
+        let packet = map([("type", 2.into()), ("data", Value::Array(vec!["e".into()]))]);
+        let opts = opts_to_wire(&["r".into()], &[], Some("sid1"), true, false, None);
+        let b = decode_broadcast(&encode_broadcast("u1", &packet, &opts)).unwrap();
+        assert_eq!(b.uid, "u1");
+        assert_eq!(b.nsp, "/", "Node.js omits nsp for the main namespace");
+        assert_eq!(b.opts.except, vec!["sid1".to_string()]);
+        assert_eq!(b.packet, packet);
+    }
+
+    #[test]
+    fn json_requests_as_node_sends_them() {
+        let f = Fields::decode(
+            br#"{"uid":"abc","requestId":"r1","type":5,"opts":{"rooms":["a",1],"except":[]}}"#,
+        )
+        .unwrap();
+        assert_eq!(f.ty(), Some(kind::REMOTE_FETCH));
+        assert_eq!(f.request_id().as_deref(), Some("r1"));
+        assert_eq!(f.str("uid"), Some("abc"));
+        assert!(f.opts().is_ok());
+        let f = Fields::decode(
+            br#"{"uid":"x","type":2,"opts":{"rooms":[],"except":[]},"rooms":["a",7]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            f.strings("rooms").unwrap(),
+            vec!["a".to_string(), "7".to_string()]
+        );
+    }
+
+    #[test]
+    fn malformed_is_an_error() {
+        assert!(decode_broadcast(b"").is_err());
+        assert!(decode_broadcast(&[0x93, 0x01, 0x80, 0x80]).is_err());
+        assert!(Fields::decode(b"[1,2]").is_err());
+        assert!(Fields::decode(b"{nope").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            let _ = decode_broadcast(&bytes);
+            let _ = Fields::decode(&bytes);
+        }
+
+        #[test]
+        fn json_decoder_never_panics(s in "\\{[ -~]{0,64}") {
+            let _ = Fields::decode(s.as_bytes());
+            let _ = decode_broadcast(s.as_bytes());
+        }
+    }
+}
