@@ -30,14 +30,17 @@ function got(s, event) {
   return s.inbox.data(event);
 }
 
-function defineRedisSuite(mode, { subscriptionMode = "dynamic" } = {}) {
-  const label = mode === "sharded" ? `sharded (subscriptionMode "${subscriptionMode}")` : mode;
+function defineRedisSuite(mode, { subscriptionMode = "dynamic", specific = false } = {}) {
+  const label =
+    mode === "sharded"
+      ? `sharded (subscriptionMode "${subscriptionMode}")`
+      : `classic (publishOnSpecificResponseChannel ${specific})`;
   describe(`redis ${label}: 2 wasio nodes + 1 Node.js node`, () => {
     let c;
     let redis; // a plain client of the same Redis, for checks and for the emitter
 
     before(async () => {
-      c = await startCluster({ wasio: 2, node: 1, mode, subscriptionMode, requestsTimeout: 1000 });
+      c = await startCluster({ wasio: 2, node: 1, mode, subscriptionMode, specific, requestsTimeout: 1000 });
       redis = createClient({ url: c.redisUrl });
       redis.on("error", () => {});
       await redis.connect();
@@ -360,6 +363,32 @@ function defineRedisSuite(mode, { subscriptionMode = "dynamic" } = {}) {
     }
 
     if (mode === "classic") {
+      // The responders honour publishOnSpecificResponseChannel (Node 8.3: responses to
+      // fetchSockets / allRooms go to `prefix-response#nsp#<requester uid>#` with it, to
+      // `prefix-response#nsp#` without it).
+      it(`responses travel on ${specific ? "each requester's own" : "the shared"} response channel`, async () => {
+        const sub = redis.duplicate();
+        sub.on("error", () => {});
+        await sub.connect();
+        const seen = [];
+        const shared = `${c.key}-response#/#`;
+        try {
+          await sub.pSubscribe(`${shared}*`, (msg, channel) => seen.push(String(channel)), true);
+          for (const n of [c.byName.W1, c.byName.N1]) {
+            for (const op of ["fetchSockets", "allRooms"]) {
+              const res = await n.op(op, { nsp: "/" });
+              assert.equal(res.ok, true, `${op} from ${n.name}: ${safeJson(res)}`);
+            }
+          }
+          // 4 requests, each answered by the 2 other nodes.
+          await until(async () => seen.length >= 8, { what: `8 responses seen (got ${seen.length})` });
+          const wrong = seen.filter((ch) => (specific ? ch === shared : ch !== shared));
+          assert.deepEqual(wrong, [], `responses on ${safeJson(seen)}`);
+        } finally {
+          await sub.quit().catch(() => {});
+        }
+      });
+
       // Row 9: @socket.io/redis-emitter (PUBLISH, classic channels only).
       describe("@socket.io/redis-emitter reaches the cluster", () => {
         for (const nsp of NAMESPACES) {
