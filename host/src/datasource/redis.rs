@@ -21,7 +21,7 @@ use fred::clients::{Client, SubscriberClient};
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use fred::types::config::{Config, ReconnectPolicy};
 use fred::types::{Builder, MessageKind, Value};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::{DatasourceSpec, LinkMetrics, glob};
@@ -33,6 +33,9 @@ const BATCH: usize = 256;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Messages the client library may hold for us before it drops (and we count) them.
 const RECEIVE_QUEUE: usize = 1 << 16;
+/// The longest reconnect delay: after Redis returns, publishes that waited are held
+/// this long more, so that other nodes (same policy) have resubscribed and receive them.
+const MAX_RECONNECT_DELAY_MS: u32 = 2000;
 
 /// What a subscription listens to.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -80,7 +83,12 @@ impl RedisPubSub {
         let mut builder = Builder::from_config(config);
         builder
             // Reconnect forever: 50 ms doubling up to 2 s.
-            .set_policy(ReconnectPolicy::new_exponential(0, 50, 2000, 2))
+            .set_policy(ReconnectPolicy::new_exponential(
+                0,
+                50,
+                MAX_RECONNECT_DELAY_MS,
+                2,
+            ))
             .with_connection_config(|c| {
                 c.connection_timeout = Duration::from_secs(2);
                 c.internal_command_timeout = Duration::from_secs(2);
@@ -114,12 +122,14 @@ impl RedisPubSub {
             .connected
             .store(true, std::sync::atomic::Ordering::Relaxed);
         let topics = Arc::new(Mutex::new(BTreeSet::new()));
+        let (writable, writable_rx) = watch::channel(true);
         let (ops, rx) = mpsc::channel(spec.publish_buffer.max(1));
         let writer = tokio::spawn(write(
             publisher.clone(),
             subscriber.clone(),
             topics.clone(),
             rx,
+            writable_rx,
             metrics.clone(),
         ));
         let mut tasks = JoinSet::new();
@@ -134,6 +144,7 @@ impl RedisPubSub {
             topics,
             reconnects,
             errors,
+            writable,
             shared,
             metrics.clone(),
             label,
@@ -234,11 +245,16 @@ async fn write(
     subscriber: SubscriberClient,
     topics: Arc<Mutex<BTreeSet<Topic>>>,
     mut rx: mpsc::Receiver<Op>,
+    mut writable: watch::Receiver<bool>,
     metrics: Arc<LinkMetrics>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut pending = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
+        // While Redis is away, everything waits here, in order (the queue is the bound).
+        if writable.wait_for(|up| *up).await.is_err() {
+            return;
+        }
         for op in batch.drain(..) {
             match op {
                 Op::Publish {
@@ -434,6 +450,7 @@ async fn watch_link(
     topics: Arc<Mutex<BTreeSet<Topic>>>,
     mut reconnects: broadcast::Receiver<fred::types::config::Server>,
     mut errors: broadcast::Receiver<(fred::error::Error, Option<fred::types::config::Server>)>,
+    writable: watch::Sender<bool>,
     shared: Weak<Shared>,
     metrics: Arc<LinkMetrics>,
     label: String,
@@ -448,6 +465,7 @@ async fn watch_link(
         tokio::select! {
             err = errors.recv() => match err {
                 Ok((e, _)) => {
+                    writable.send_replace(false);
                     if metrics.connected.swap(false, Relaxed) {
                         tracing::warn!("{label}: connection lost: {e}; reconnecting");
                         push(false);
@@ -473,7 +491,9 @@ async fn watch_link(
                         metrics.reconnects.fetch_add(1, Relaxed);
                         tracing::info!("{label}: reconnected, {} subscriptions replayed", all.len());
                         push(true);
+                        tokio::time::sleep(Duration::from_millis(MAX_RECONNECT_DELAY_MS.into())).await;
                     }
+                    writable.send_replace(true);
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             },
