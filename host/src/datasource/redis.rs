@@ -139,16 +139,15 @@ impl RedisPubSub {
             shared.clone(),
             metrics.clone(),
         ));
-        tasks.spawn(watch_link(
-            subscriber.clone(),
+        let watch = LinkWatch {
+            subscriber: subscriber.clone(),
             topics,
-            reconnects,
-            errors,
             writable,
             shared,
-            metrics.clone(),
+            metrics: metrics.clone(),
             label,
-        ));
+        };
+        tasks.spawn(watch.run(reconnects, errors));
         Ok(RedisPubSub {
             spec: spec.clone(),
             ops,
@@ -444,59 +443,73 @@ fn matching_pattern(topics: &Mutex<BTreeSet<Topic>>, channel: &str) -> Option<St
 }
 
 /// Tells the guest when the link goes down and, after replaying every subscription,
-/// when it is back.
-async fn watch_link(
+/// when it is back; holds publishes while it is down.
+struct LinkWatch {
     subscriber: SubscriberClient,
     topics: Arc<Mutex<BTreeSet<Topic>>>,
-    mut reconnects: broadcast::Receiver<fred::types::config::Server>,
-    mut errors: broadcast::Receiver<(fred::error::Error, Option<fred::types::config::Server>)>,
     writable: watch::Sender<bool>,
     shared: Weak<Shared>,
     metrics: Arc<LinkMetrics>,
     label: String,
-) {
-    use std::sync::atomic::Ordering::Relaxed;
-    let push = |up: bool| {
-        if let Some(shared) = shared.upgrade() {
-            shared.push(Event::Connection { up });
-        }
-    };
-    loop {
-        tokio::select! {
-            err = errors.recv() => match err {
-                Ok((e, _)) => {
-                    writable.send_replace(false);
-                    if metrics.connected.swap(false, Relaxed) {
-                        tracing::warn!("{label}: connection lost: {e}; reconnecting");
-                        push(false);
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
-            up = reconnects.recv() => match up {
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    let all: Vec<Topic> = topics.lock().unwrap().iter().cloned().collect();
-                    let mut failed = 0;
-                    for topic in &all {
-                        if send_subscribe(&subscriber, topic).await.is_err() {
-                            failed += 1;
+}
+
+impl LinkWatch {
+    async fn run(
+        self,
+        mut reconnects: broadcast::Receiver<fred::types::config::Server>,
+        mut errors: broadcast::Receiver<(fred::error::Error, Option<fred::types::config::Server>)>,
+    ) {
+        let LinkWatch {
+            subscriber,
+            topics,
+            writable,
+            shared,
+            metrics,
+            label,
+        } = self;
+        use std::sync::atomic::Ordering::Relaxed;
+        let push = |up: bool| {
+            if let Some(shared) = shared.upgrade() {
+                shared.push(Event::Connection { up });
+            }
+        };
+        loop {
+            tokio::select! {
+                err = errors.recv() => match err {
+                    Ok((e, _)) => {
+                        writable.send_replace(false);
+                        if metrics.connected.swap(false, Relaxed) {
+                            tracing::warn!("{label}: connection lost: {e}; reconnecting");
+                            push(false);
                         }
                     }
-                    if failed > 0 {
-                        tracing::warn!("{label}: {failed} subscriptions not replayed; waiting for the next reconnect");
-                        continue;
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                up = reconnects.recv() => match up {
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let all: Vec<Topic> = topics.lock().unwrap().iter().cloned().collect();
+                        let mut failed = 0;
+                        for topic in &all {
+                            if send_subscribe(&subscriber, topic).await.is_err() {
+                                failed += 1;
+                            }
+                        }
+                        if failed > 0 {
+                            tracing::warn!("{label}: {failed} subscriptions not replayed; waiting for the next reconnect");
+                            continue;
+                        }
+                        if !metrics.connected.swap(true, Relaxed) {
+                            metrics.reconnects.fetch_add(1, Relaxed);
+                            tracing::info!("{label}: reconnected, {} subscriptions replayed", all.len());
+                            push(true);
+                            tokio::time::sleep(Duration::from_millis(MAX_RECONNECT_DELAY_MS.into())).await;
+                        }
+                        writable.send_replace(true);
                     }
-                    if !metrics.connected.swap(true, Relaxed) {
-                        metrics.reconnects.fetch_add(1, Relaxed);
-                        tracing::info!("{label}: reconnected, {} subscriptions replayed", all.len());
-                        push(true);
-                        tokio::time::sleep(Duration::from_millis(MAX_RECONNECT_DELAY_MS.into())).await;
-                    }
-                    writable.send_replace(true);
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            }
         }
     }
 }

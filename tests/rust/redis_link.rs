@@ -1,0 +1,232 @@
+//! The host's Redis link on a redis-server of its own (a free port; the machine's shared
+//! Redis is never stopped): order, patterns, counts, the publish bound while Redis is
+//! away, and subscriptions replayed when it returns.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedReceiver;
+use wasio::capabilities::{Event, Shared};
+use wasio::config::Connector;
+use wasio::datasource::redis::Topic;
+use wasio::datasource::{DatasourceSpec, RedisPubSub};
+
+struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    fn start(port: u16) -> RedisServer {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (tests/run installs it)");
+        let mut server = RedisServer {
+            port,
+            child: Some(child),
+        };
+        server.wait_ready();
+        server
+    }
+    fn wait_ready(&mut self) {
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on {} did not start", self.port);
+    }
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    fn restart(&mut self) {
+        self.stop();
+        *self = RedisServer::start(self.port);
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn link(port: u16, buffer: usize) -> (Arc<Shared>, UnboundedReceiver<Event>, RedisPubSub) {
+    let (shared, events) = Shared::new("test-node".into());
+    let spec = DatasourceSpec {
+        name: "t".into(),
+        connector: Connector::Redis,
+        url: format!("redis://127.0.0.1:{port}"),
+        publish_buffer: buffer,
+    };
+    let link = RedisPubSub::connect(&spec, Arc::downgrade(&shared))
+        .await
+        .expect("connects");
+    (shared, events, link)
+}
+
+/// The next event that is not a `Connection` change, bounded.
+async fn next_message(events: &mut UnboundedReceiver<Event>) -> (String, Option<String>, Vec<u8>) {
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("an event within 10 s")
+            .expect("queue open");
+        if let Event::Message {
+            channel,
+            pattern,
+            payload,
+        } = e
+        {
+            return (channel, pattern, payload);
+        }
+    }
+}
+
+async fn next_connection(events: &mut UnboundedReceiver<Event>) -> bool {
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(15), events.recv())
+            .await
+            .expect("a connection event within 15 s")
+            .expect("queue open");
+        if let Event::Connection { up } = e {
+            return up;
+        }
+    }
+}
+
+/// Waits until Redis counts `n` subscribers on `channel` (subscriptions are applied
+/// by the link's writer, after the call returns).
+async fn subscribed(
+    link: &RedisPubSub,
+    shared: &Arc<Shared>,
+    events: &mut UnboundedReceiver<Event>,
+    channel: &str,
+    n: u64,
+) {
+    for ticket in 0..200u64 {
+        link.count(vec![channel.into()], false, {
+            let tx = shared.clone();
+            Box::new(move |c| {
+                tx.push(Event::Counts {
+                    generation: 0,
+                    ticket,
+                    counts: c,
+                })
+            })
+        })
+        .unwrap();
+        loop {
+            let e = tokio::time::timeout(Duration::from_secs(5), events.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            if let Event::Counts { counts, .. } = e {
+                if counts.unwrap()[0] >= n {
+                    return;
+                }
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{channel} never had {n} subscribers");
+}
+
+#[tokio::test]
+async fn order_patterns_and_counts() {
+    let redis = RedisServer::start(free_port());
+    let (shared, mut events, link) = link(redis.port, 10_000).await;
+    link.subscribe(Topic::Channel("c1".into())).unwrap();
+    link.subscribe(Topic::Pattern("p#*".into())).unwrap();
+    subscribed(&link, &shared, &mut events, "c1", 1).await;
+    for i in 0..2000u32 {
+        link.publish("c1".into(), i.to_be_bytes().to_vec(), false)
+            .unwrap();
+    }
+    link.publish("p#room#".into(), b"x".to_vec(), false)
+        .unwrap();
+    for i in 0..2000u32 {
+        let (channel, pattern, payload) = next_message(&mut events).await;
+        assert_eq!((channel.as_str(), pattern), ("c1", None));
+        assert_eq!(payload, i.to_be_bytes(), "message {i} out of order");
+    }
+    let (channel, pattern, payload) = next_message(&mut events).await;
+    assert_eq!(channel, "p#room#");
+    assert_eq!(
+        pattern.as_deref(),
+        Some("p#*"),
+        "the matching psubscribe pattern is named"
+    );
+    assert_eq!(payload, b"x");
+    // A channel name given to unsubscribe stops the pattern of that name too.
+    link.unsubscribe(Topic::Channel("p#*".into())).unwrap();
+    link.unsubscribe(Topic::Channel("c1".into())).unwrap();
+    link.publish("c1".into(), b"late".to_vec(), false).unwrap();
+    link.subscribe(Topic::Channel("fence".into())).unwrap();
+    link.publish("fence".into(), b"f".to_vec(), false).unwrap();
+    let (channel, ..) = next_message(&mut events).await;
+    assert_eq!(channel, "fence", "nothing arrives after unsubscribe");
+    link.close().await;
+}
+
+#[tokio::test]
+async fn publishes_wait_for_redis_up_to_the_bound_and_subscriptions_come_back() {
+    let mut redis = RedisServer::start(free_port());
+    let (shared, mut events, link) = link(redis.port, 50).await;
+    link.subscribe(Topic::Channel("c".into())).unwrap();
+    subscribed(&link, &shared, &mut events, "c", 1).await;
+
+    redis.stop();
+    assert!(
+        !next_connection(&mut events).await,
+        "the guest hears the link went down"
+    );
+    // The writer takes one batch before it waits, so fill well past the bound.
+    let mut refused = None;
+    for i in 0..200u32 {
+        if let Err(e) = link.publish("c".into(), i.to_be_bytes().to_vec(), false) {
+            refused = Some((i, e));
+            break;
+        }
+    }
+    let (first_refused, msg) = refused.expect("publishes are refused once the buffer is full");
+    assert!(msg.contains("50 operations already wait"), "{msg}");
+    assert!(link.to_json()["publish_errors"].as_u64().unwrap() >= 1);
+
+    redis.restart();
+    assert!(
+        next_connection(&mut events).await,
+        "back up, subscriptions replayed"
+    );
+    assert_eq!(link.to_json()["reconnects"], 1);
+    // What waited is delivered, in order, to the replayed subscription.
+    for i in 0..first_refused {
+        let (channel, _, payload) = next_message(&mut events).await;
+        assert_eq!(channel, "c");
+        assert_eq!(payload, i.to_be_bytes(), "buffered message {i}");
+    }
+    link.close().await;
+}
