@@ -19,6 +19,9 @@ struct RedisServer {
 
 impl RedisServer {
     fn start(port: u16) -> RedisServer {
+        RedisServer::start_with(port, &[])
+    }
+    fn start_with(port: u16, extra: &[&str]) -> RedisServer {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -28,6 +31,7 @@ impl RedisServer {
                 "--appendonly",
                 "no",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server (tests/run installs it)");
@@ -73,14 +77,18 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn link(port: u16, buffer: usize) -> (Arc<Shared>, UnboundedReceiver<Event>, RedisPubSub) {
-    let (shared, events) = Shared::new("test-node".into());
-    let spec = DatasourceSpec {
+fn spec(url: String, publish_buffer: usize) -> DatasourceSpec {
+    DatasourceSpec {
         name: "t".into(),
         connector: Connector::Redis,
-        url: format!("redis://127.0.0.1:{port}"),
-        publish_buffer: buffer,
-    };
+        url,
+        publish_buffer,
+    }
+}
+
+async fn link(port: u16, buffer: usize) -> (Arc<Shared>, UnboundedReceiver<Event>, RedisPubSub) {
+    let (shared, events) = Shared::new("test-node".into());
+    let spec = spec(format!("redis://127.0.0.1:{port}"), buffer);
     let link = RedisPubSub::connect(&spec, Arc::downgrade(&shared))
         .await
         .expect("connects");
@@ -229,4 +237,37 @@ async fn publishes_wait_for_redis_up_to_the_bound_and_subscriptions_come_back() 
         assert_eq!(payload, i.to_be_bytes(), "buffered message {i}");
     }
     link.close().await;
+}
+
+#[tokio::test]
+async fn urls_with_a_password_and_a_database_and_clear_refusals() {
+    let redis = RedisServer::start_with(free_port(), &["--requirepass", "s3cret"]);
+    let (shared, _events) = Shared::new("n".into());
+    let good = spec(format!("redis://:s3cret@127.0.0.1:{}/3", redis.port), 10);
+    let link = RedisPubSub::connect(&good, Arc::downgrade(&shared))
+        .await
+        .expect("a password and a database in the URL");
+    assert_eq!(
+        link.to_json()["url"],
+        format!("redis://:***@127.0.0.1:{}/3", redis.port)
+    );
+    link.close().await;
+
+    let wrong = spec(format!("redis://:nope@127.0.0.1:{}", redis.port), 10);
+    let e = RedisPubSub::connect(&wrong, Arc::downgrade(&shared))
+        .await
+        .err()
+        .expect("a wrong password is refused");
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("datasource `t`") && !msg.contains("nope"),
+        "{msg}"
+    );
+
+    let nobody = spec(format!("redis://127.0.0.1:{}", free_port()), 10);
+    let e = RedisPubSub::connect(&nobody, Arc::downgrade(&shared))
+        .await
+        .err()
+        .expect("nothing listening is refused");
+    assert!(format!("{e:#}").contains("datasource `t`"), "{e:#}");
 }
