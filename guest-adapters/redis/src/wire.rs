@@ -22,6 +22,9 @@ pub mod kind {
     pub const BROADCAST_ACK: u64 = 9;
 }
 
+/// Nesting deeper than this is refused rather than recursed into.
+const MAX_DEPTH: usize = 64;
+
 /// A received classic broadcast.
 #[derive(Debug, PartialEq)]
 pub struct Broadcast {
@@ -42,36 +45,48 @@ pub fn encode_broadcast(uid: &str, packet: &[u8], opts: &Opts) -> Vec<u8> {
     out
 }
 
+/// Reads `[uid, packet, opts]`. The packet is validated and sliced out as it is, not
+/// re-encoded: a broadcast's payload crosses this guest with one copy.
 pub fn decode_broadcast(bytes: &[u8]) -> Result<Broadcast, DecodeError> {
-    let Value::Array(mut items) = read_any(bytes)? else {
-        return Err(DecodeError::Shape(
-            "a broadcast is an array [uid, packet, opts]",
-        ));
-    };
-    if items.len() != 3 {
-        return Err(DecodeError::Shape("a broadcast has 3 items"));
+    let shape = DecodeError::Shape;
+    let mut cur = bytes;
+    let n = rmp::decode::read_array_len(&mut cur)
+        .map_err(|_| shape("a broadcast is an array [uid, packet, opts]"))?;
+    if n != 3 {
+        return Err(shape("a broadcast has 3 items"));
     }
-    let opts = Opts::from_value(&items[2])?;
-    let packet = items.swap_remove(1);
-    let uid = items[0]
-        .as_str()
-        .ok_or(DecodeError::Shape("broadcast uid must be a string"))?
-        .to_string();
-    if !matches!(packet, Value::Map(_)) {
-        return Err(DecodeError::Shape("a packet is a map"));
-    }
-    let nsp = match field(&packet, "nsp") {
-        None => "/".to_string(),
-        Some(v) => v
-            .as_str()
-            .ok_or(DecodeError::Shape("packet nsp must be a string"))?
+    let uid = match rmpv::decode::read_value_ref_with_max_depth(&mut cur, MAX_DEPTH) {
+        Ok(rmpv::ValueRef::String(s)) => s
+            .into_str()
+            .ok_or(shape("broadcast uid must be UTF-8"))?
             .to_string(),
+        Ok(_) => return Err(shape("broadcast uid must be a string")),
+        Err(e) => return Err(DecodeError::NotMessagePack(e.to_string())),
     };
+    let start = bytes.len() - cur.len();
+    let packet = rmpv::decode::read_value_ref_with_max_depth(&mut cur, MAX_DEPTH)
+        .map_err(|e| DecodeError::NotMessagePack(e.to_string()))?;
+    let packet_bytes = &bytes[start..bytes.len() - cur.len()];
+    let rmpv::ValueRef::Map(fields) = &packet else {
+        return Err(shape("a packet is a map"));
+    };
+    let nsp = match fields
+        .iter()
+        .find(|(k, _)| matches!(k, rmpv::ValueRef::String(s) if s.as_str() == Some("nsp")))
+    {
+        None => "/".to_string(),
+        Some((_, rmpv::ValueRef::String(s))) => s
+            .as_str()
+            .ok_or(shape("packet nsp must be UTF-8"))?
+            .to_string(),
+        Some(_) => return Err(shape("packet nsp must be a string")),
+    };
+    let opts = read_any(cur)?;
     Ok(Broadcast {
         uid,
         nsp,
-        packet: encode(&packet),
-        opts,
+        packet: packet_bytes.to_vec(),
+        opts: Opts::from_value(&opts)?,
     })
 }
 
@@ -251,6 +266,14 @@ mod tests {
         assert!(decode_broadcast(&[0x93, 0x01, 0x80, 0x80]).is_err());
         assert!(Fields::decode(b"[1,2]").is_err());
         assert!(Fields::decode(b"{nope").is_err());
+        // Deep nesting in the packet and trailing bytes: refused, no stack overflow.
+        let mut deep = vec![0x93, 0xa1, b'u'];
+        deep.extend([0x91; 10_000]);
+        assert!(decode_broadcast(&deep).is_err());
+        let packet = map([("type", 2.into())]);
+        let mut trailing = encode_broadcast("u", &packet, &Opts::default());
+        trailing.push(0);
+        assert!(decode_broadcast(&trailing).is_err());
     }
 
     proptest::proptest! {
