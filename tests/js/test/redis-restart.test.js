@@ -2,8 +2,9 @@
 //
 // The test runs its OWN redis-server on a free port (never the shared one), starts W1 and
 // W2 on it, kills Redis (SIGKILL), and checks: /healthz `datasource.connected` goes false;
-// a relay publish made during the gap is still acked and delivered locally — the host
-// holds publishes, up to `publish_buffer`, while the backend is away; Redis comes back on the same port; both nodes reconnect
+// a relay publish made during the gap is still acked and delivered locally, and waits
+// (`datasource.buffered`) — the host holds publishes, up to `publish_buffer`, while the
+// backend is away, and sends them 2 s after it is back; Redis comes back on the same port; both nodes reconnect
 // (`connected` true, `reconnects` grew) and resubscribe without a restart, and broadcasts
 // cross again; the gap's publish was sent on reconnect and reached the other node, or,
 // when it could not be, is counted (`publish_errors` or `lost_messages`) — never silently lost.
@@ -122,6 +123,10 @@ describe("redis classic: the backend restarts", () => {
       const counted = lost(h1.W1.datasource) > lost(h0.W1.datasource);
       console.error(`# the gap's publish: delivered to W2: ${delivered}; counted: ${counted}; buffered during the outage: ${gapHealth.datasource.buffered}`);
       assert.ok(delivered || counted, `the gap's publish reached W2 (${delivered}) or was counted (${safeJson(h1.W1.datasource)})`);
+      // And /healthz showed it waiting (README: publishes made meanwhile wait, `buffered`).
+      if (!counted) {
+        assert.ok(gapHealth.datasource.buffered >= 1, `/healthz datasource.buffered counts the publish waiting during the outage: ${safeJson(gapHealth.datasource)}`);
+      }
     } else {
       console.error(`# reference: the gap's publish ${delivered ? "was" : "was NOT"} delivered after the restart`);
     }
