@@ -206,6 +206,13 @@ impl Adapter {
         Ok(acks)
     }
 
+    /// Tells the adapter that sockets of `nsp` joined `rooms` on this node. socketioxide
+    /// has no hook for `socket.join`, so an app calls this after joins when its adapter
+    /// subscribes per room (sharded Redis in `dynamic` mode); the standalone server does.
+    pub fn rooms_joined(&self, nsp: &str, rooms: &[String]) {
+        self.0.shared.rooms_joined(nsp, rooms);
+    }
+
     /// Lets fetch-sockets answers carry each socket's handshake and data
     /// (MessagePack), as the Node.js adapters do.
     pub fn set_socket_inspector(&self, inspector: SocketInspector) {
@@ -323,6 +330,7 @@ async fn dispatch(slot: Arc<ArcSwap<GuestSlot>>, mut events: mpsc::UnboundedRece
                 },
             ),
             Event::Connection { up } => ("on-connection", GuestCall::OnConnection { up }),
+            Event::Rooms { nsp, rooms } => ("on-rooms", GuestCall::OnRooms { nsp, rooms }),
             Event::Message {
                 channel,
                 pattern,

@@ -241,6 +241,11 @@ impl<E: SocketEmitter> CoreAdapter<E> for WasmAdapter<E> {
                 rooms.iter().map(|r| r.to_string()).collect(),
             )
         });
+        let shared = self.adapter.shared();
+        if shared.watches(&self.nsp) {
+            let names: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
+            shared.rooms_joined(&self.nsp, &names);
+        }
         self.local.add_sockets(opts, rooms);
         if let Some((opts, rooms)) = relay {
             self.adapter

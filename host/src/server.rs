@@ -50,12 +50,19 @@ pub async fn app(
     // Handlers are registered in a middleware, which runs before socketioxide sends the
     // CONNECT acknowledgement: a client that emits the moment it is connected cannot
     // race its first events past handler registration.
+    let relay = {
+        let adapter = adapter.clone();
+        move |socket: SocketRef<Ns>, io: SocketIo<Ns>, auth: TryData<Mp>| {
+            let adapter = adapter.clone();
+            async move { register_relay(socket, io, auth, adapter).await }
+        }
+    };
     for nsp in &server.namespaces {
         if nsp.contains('{') {
-            io.dyn_ns(nsp.clone(), on_connect.with(register_relay))
+            io.dyn_ns(nsp.clone(), on_connect.with(relay.clone()))
                 .map_err(|e| anyhow::anyhow!("key `server.namespaces`: `{nsp}`: {e}"))?;
         } else {
-            io.ns(nsp.clone(), on_connect.with(register_relay)).await?;
+            io.ns(nsp.clone(), on_connect.with(relay.clone())).await?;
         }
     }
     adapter.set_socket_inspector(crate::handshake::inspector(io.clone()));
@@ -134,14 +141,17 @@ async fn register_relay(
     socket: SocketRef<Ns>,
     io: SocketIo<Ns>,
     TryData(auth): TryData<Mp>,
+    adapter: Adapter,
 ) -> Result<(), std::convert::Infallible> {
     crate::handshake::record(&socket, auth.unwrap_or(Mp::Map(vec![])));
     // As in socket.io, a socket is in the room of its own id: other nodes (Node.js ones
     // too) address a single socket that way.
-    socket.join(socket.id.to_string());
+    let own = [socket.id.to_string()];
+    adapter.rooms_joined(socket.ns(), &own);
+    socket.join(own);
     let (lane, ops) = Lane::new();
     socket.extensions.insert(lane);
-    tokio::spawn(run_lane(socket.clone(), io, ops));
+    tokio::spawn(run_lane(socket.clone(), io, adapter, ops));
     // Dropping the lane ends its worker (which holds the socket).
     socket.on_disconnect(async |s: SocketRef<Ns>| {
         s.extensions.remove::<Lane>();
@@ -232,6 +242,7 @@ impl FromMessageParts<Ns> for InOrder {
 async fn run_lane(
     socket: SocketRef<Ns>,
     io: SocketIo<Ns>,
+    adapter: Adapter,
     mut ops: mpsc::UnboundedReceiver<(u64, Op)>,
 ) {
     let mut next = 0u64;
@@ -241,7 +252,7 @@ async fn run_lane(
         while let Some(op) = early.remove(&next) {
             next += 1;
             match op {
-                Op::Join(arg, ack) => on_join(&socket, arg, ack),
+                Op::Join(arg, ack) => on_join(&socket, &adapter, arg, ack),
                 Op::Leave(arg, ack) => on_leave(&socket, arg, ack),
                 Op::Publish(arg, ack) => on_publish(&socket, &io, arg, ack).await,
             }
@@ -279,9 +290,10 @@ fn room_list(v: &Mp) -> Result<Vec<String>, String> {
     }
 }
 
-fn on_join(socket: &SocketRef<Ns>, arg: Result<Mp, String>, ack: AckSender<Ns>) {
+fn on_join(socket: &SocketRef<Ns>, adapter: &Adapter, arg: Result<Mp, String>, ack: AckSender<Ns>) {
     match arg.and_then(|a| room_list(&a)) {
         Ok(rooms) => {
+            adapter.rooms_joined(socket.ns(), &rooms);
             socket.join(rooms);
             reply(ack, json!({ "ok": true, "rooms": sorted_rooms(socket) }));
         }

@@ -78,6 +78,7 @@ impl Guest for Local {
     fn on_local_ack(_handle: u64, _ack: Option<Vec<u8>>) {}
     fn on_server_side_ack(_handle: u64, _data: Vec<u8>) {}
     fn on_connection(_up: bool) {}
+    fn on_rooms(_nsp: String, _rooms: Vec<String>) {}
 }
 
 export!(Local);

@@ -125,6 +125,9 @@ impl Guest for Redis {
     fn on_server_side_ack(handle: u64, data: Vec<u8>) {
         with_quiet(|n| n.on_server_side_ack(handle, data))
     }
+    fn on_rooms(nsp: String, rooms: Vec<String>) {
+        with_quiet(|n| n.on_rooms(&nsp, rooms))
+    }
     fn on_connection(up: bool) {
         with_quiet(|n| n.on_connection(up))
     }

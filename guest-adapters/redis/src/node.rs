@@ -2,7 +2,7 @@
 //! nodes, and what a message from another node does to this node's sockets. The modes
 //! ([`crate::classic`], [`crate::sharded`]) only say where things travel and how.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 
 use rmpv::Value;
@@ -12,7 +12,11 @@ use crate::bindings::exports::wasio::adapter::guest::BroadcastOpts;
 use crate::bindings::wasio::adapter::requests::{self, Answer};
 use crate::bindings::wasio::adapter::types::{BroadcastFlags, Error, SocketInfo};
 use crate::bindings::wasio::adapter::{log, pubsub, sockets, timers};
-use crate::options::{Mode, Options};
+use crate::options::{Mode, Options, Rooms};
+
+/// How often the dynamic sharded mode drops the channels of rooms that are gone (and
+/// picks up rooms joined where the host could not see it).
+const ROOM_SYNC_MS: u32 = 5000;
 use crate::{classic, sharded, wire};
 
 /// A room operation relayed to the other nodes.
@@ -149,6 +153,10 @@ pub struct Node {
     tickets: HashMap<u64, String>,
     timers: HashMap<u64, String>,
     owed: HashMap<u64, Owed>,
+    /// Dynamic sharded mode: per namespace, the rooms whose channel we subscribed.
+    room_channels: HashMap<String, HashSet<String>>,
+    /// Timers of the periodic room sync, by namespace.
+    syncs: HashMap<u64, String>,
 }
 
 impl Node {
@@ -162,7 +170,52 @@ impl Node {
             tickets: HashMap::new(),
             timers: HashMap::new(),
             owed: HashMap::new(),
+            room_channels: HashMap::new(),
+            syncs: HashMap::new(),
         }
+    }
+
+    fn per_room(&self) -> bool {
+        self.opts.mode == Mode::Sharded && self.opts.rooms != Rooms::Static
+    }
+
+    /// Subscribes the channels of `rooms` not subscribed yet.
+    pub fn on_rooms(&mut self, nsp: &str, rooms: Vec<String>) {
+        if !self.per_room() || !self.uids.contains_key(nsp) {
+            return;
+        }
+        let set = self.room_channels.entry(nsp.to_string()).or_default();
+        for room in rooms {
+            if self.opts.rooms.own_channel(&room) && !set.contains(&room) {
+                let ch = sharded::room_channel(&self.opts, nsp, &room);
+                match pubsub::subscribe(&ch, pubsub::Mode::Sharded) {
+                    Ok(()) => {
+                        set.insert(room);
+                    }
+                    Err(e) => warn(&format!(
+                        "cannot subscribe {ch}: {e:?}; retried at the next sync"
+                    )),
+                }
+            }
+        }
+    }
+
+    /// Drops the channels of rooms gone from this node and asks the host for the
+    /// current rooms again (arriving as `on-rooms`).
+    fn sync_rooms(&mut self, nsp: String) {
+        let all = host_opts(&Opts::default());
+        let current: HashSet<String> = sockets::rooms(&nsp, &all).into_iter().collect();
+        if let Some(set) = self.room_channels.get_mut(&nsp) {
+            let gone: Vec<String> = set.difference(&current).cloned().collect();
+            for room in gone {
+                let ch = sharded::room_channel(&self.opts, &nsp, &room);
+                if pubsub::unsubscribe(&ch, pubsub::Mode::Sharded).is_ok() {
+                    set.remove(&room);
+                }
+            }
+        }
+        sockets::watch_rooms(&nsp);
+        self.syncs.insert(timers::start(ROOM_SYNC_MS), nsp);
     }
 
     fn next(&mut self) -> u64 {
@@ -186,7 +239,12 @@ impl Node {
             Mode::Classic => classic::subscribe(&self.opts, &nsp, &uid)?,
             Mode::Sharded => sharded::subscribe(&self.opts, &nsp, &uid)?,
         }
-        self.uids.insert(nsp, uid);
+        self.uids.insert(nsp.clone(), uid);
+        if self.per_room() {
+            // The current rooms arrive at once as `on-rooms`, then each new one.
+            sockets::watch_rooms(&nsp);
+            self.syncs.insert(timers::start(ROOM_SYNC_MS), nsp);
+        }
         Ok(())
     }
 
@@ -419,6 +477,9 @@ impl Node {
     }
 
     pub fn on_timer(&mut self, timer: u64) {
+        if let Some(nsp) = self.syncs.remove(&timer) {
+            return self.sync_rooms(nsp);
+        }
         let Some(id) = self.timers.remove(&timer) else {
             return;
         };
@@ -538,7 +599,10 @@ impl Node {
             In::Rooms { op, opts } => {
                 let opts = host_opts(&opts);
                 match op {
-                    RoomsOp::Join(rooms) => sockets::add_sockets(&nsp, &opts, &rooms),
+                    RoomsOp::Join(rooms) => {
+                        sockets::add_sockets(&nsp, &opts, &rooms);
+                        self.on_rooms(&nsp, rooms);
+                    }
                     RoomsOp::Leave(rooms) => sockets::del_sockets(&nsp, &opts, &rooms),
                     RoomsOp::Disconnect(close) => sockets::disconnect(&nsp, &opts, close)?,
                 }

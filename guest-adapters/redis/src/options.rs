@@ -11,6 +11,29 @@ pub enum Mode {
     Sharded,
 }
 
+/// Sharded mode: which rooms get a channel of their own (`subscriptionMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rooms {
+    /// None: everything on the namespace's channel.
+    Static,
+    /// Rooms whose name does not look like a Node.js socket id (20 characters).
+    Dynamic,
+    /// Every room.
+    DynamicPrivate,
+}
+
+impl Rooms {
+    /// Whether a single-room broadcast to `room` travels on the room's own channel —
+    /// Node.js's rule, which receivers must mirror to subscribe where senders publish.
+    pub fn own_channel(self, room: &str) -> bool {
+        match self {
+            Rooms::Static => false,
+            Rooms::Dynamic => room.chars().count() != 20,
+            Rooms::DynamicPrivate => true,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub mode: Mode,
@@ -20,6 +43,8 @@ pub struct Options {
     pub requests_timeout: u32,
     /// Classic: answer on the requester's own response channel.
     pub specific_response_channel: bool,
+    /// Sharded: per-room channels (`dynamic`, Node.js's default).
+    pub rooms: Rooms,
 }
 
 impl Options {
@@ -34,6 +59,7 @@ impl Options {
             prefix: "socket.io".into(),
             requests_timeout: 5000,
             specific_response_channel: false,
+            rooms: Rooms::Dynamic,
         };
         let mut prefix_key: Option<&str> = None;
         for (k, v) in &map {
@@ -67,15 +93,14 @@ impl Options {
                 "publishOnSpecificResponseChannel" => {
                     o.specific_response_channel = v.as_bool().ok_or_else(|| bad("true or false"))?
                 }
-                "subscriptionMode" => match v.as_str() {
-                    Some("static") => {}
-                    Some("dynamic" | "dynamic-private") => {
-                        return Err(format!(
-                            "option `subscriptionMode` = {v} is not supported: it needs to know when this node's rooms are created, which the wasio contract does not tell adapters yet; use \"static\" (on the Node.js nodes too)"
-                        ));
+                "subscriptionMode" => {
+                    o.rooms = match v.as_str() {
+                        Some("static") => Rooms::Static,
+                        Some("dynamic") => Rooms::Dynamic,
+                        Some("dynamic-private") => Rooms::DynamicPrivate,
+                        _ => return Err(bad("\"static\", \"dynamic\" or \"dynamic-private\"")),
                     }
-                    _ => return Err(bad("\"static\"")),
-                },
+                }
                 _ => {
                     return Err(format!(
                         "unknown option `{k}` (known: mode, key, channelPrefix, requestsTimeout, publishOnSpecificResponseChannel, subscriptionMode)"
@@ -89,10 +114,8 @@ impl Options {
                     .into(),
             );
         }
-        if o.mode == Mode::Sharded && !map.contains_key("subscriptionMode") {
-            // Node's sharded adapter defaults to "dynamic", which we cannot follow:
-            // say so rather than silently speaking a different protocol.
-            return Err("mode = \"sharded\" needs subscriptionMode = \"static\" (Node.js's default, \"dynamic\", is not supported yet); set it on the Node.js nodes too".into());
+        if o.mode == Mode::Classic && map.contains_key("subscriptionMode") {
+            return Err("option `subscriptionMode` is for mode = \"sharded\"".into());
         }
         Ok(o)
     }
@@ -111,7 +134,18 @@ mod tests {
         let o =
             Options::parse(r#"{"mode":"sharded","channelPrefix":"p","subscriptionMode":"static"}"#)
                 .unwrap();
-        assert_eq!((o.mode, o.prefix.as_str()), (Mode::Sharded, "p"));
+        assert_eq!(
+            (o.mode, o.prefix.as_str(), o.rooms),
+            (Mode::Sharded, "p", Rooms::Static)
+        );
+        let o = Options::parse(r#"{"mode":"sharded"}"#).unwrap();
+        assert_eq!(o.rooms, Rooms::Dynamic, "Node.js's default");
+        assert!(o.rooms.own_channel("lobby"));
+        assert!(
+            !o.rooms.own_channel("abcdefghijklmnopqrst"),
+            "looks like a Node.js socket id"
+        );
+        assert!(Rooms::DynamicPrivate.own_channel("abcdefghijklmnopqrst"));
     }
 
     #[test]
@@ -121,10 +155,10 @@ mod tests {
             (r#"{"requestsTimeout":"5s"}"#, "requestsTimeout"),
             (r#"{"kye":"x"}"#, "unknown option `kye`"),
             (
-                r#"{"mode":"sharded","subscriptionMode":"dynamic"}"#,
-                "dynamic",
+                r#"{"mode":"sharded","subscriptionMode":"lazy"}"#,
+                "subscriptionMode",
             ),
-            (r#"{"mode":"sharded"}"#, "subscriptionMode"),
+            (r#"{"subscriptionMode":"static"}"#, "sharded"),
             (r#"{"key":"a","channelPrefix":"b"}"#, "both"),
         ] {
             let e = Options::parse(json).unwrap_err();

@@ -1,7 +1,8 @@
-//! `createShardedAdapter` of `@socket.io/redis-adapter` 8.3 (Redis >= 7), in its
-//! `static` subscription mode: every message of a namespace on `prefix#nsp#`, answers
-//! on the requester's `prefix#nsp#uid#`, all through SPUBLISH/SSUBSCRIBE, as the
-//! cluster message family of `socket.io-adapter`.
+//! `createShardedAdapter` of `@socket.io/redis-adapter` 8.3 (Redis >= 7): messages of
+//! a namespace on `prefix#nsp#`, answers on the requester's `prefix#nsp#uid#`, and, in
+//! the `dynamic` subscription modes, a broadcast to one room on that room's
+//! `prefix#nsp#room#` (subscribed while the room exists here); all through
+//! SPUBLISH/SSUBSCRIBE, as the cluster message family of `socket.io-adapter`.
 
 use wasio_cluster_protocol::{Body, Message};
 
@@ -14,6 +15,11 @@ use crate::wire;
 /// The namespace's channel; its shard subscriber count is the node count.
 pub fn channel(o: &Options, nsp: &str) -> String {
     format!("{}#{nsp}#", o.prefix)
+}
+
+/// The channel of one room, in the dynamic modes.
+pub fn room_channel(o: &Options, nsp: &str, room: &str) -> String {
+    format!("{}#{nsp}#{room}#", o.prefix)
 }
 
 pub fn subscribe(o: &Options, nsp: &str, uid: &str) -> Result<(), Error> {
@@ -58,12 +64,25 @@ pub fn publish(o: &Options, nsp: &str, uid: &str, out: &Out) -> Result<(), Error
             packet: data.clone(),
         },
     };
+    // Node.js's rule: a plain broadcast to one room goes on that room's channel (with
+    // acks it cannot: every node must answer).
+    let channel = match &body {
+        Body::Broadcast {
+            request_id: None,
+            opts,
+            ..
+        } => match opts.rooms.as_slice() {
+            [room] if o.rooms.own_channel(room) => room_channel(o, nsp, room),
+            _ => channel(o, nsp),
+        },
+        _ => channel(o, nsp),
+    };
     let msg = Message {
         uid: uid.to_string(),
         nsp: nsp.to_string(),
         body,
     };
-    pubsub::publish(&channel(o, nsp), &msg.encode(), Mode::Sharded)
+    pubsub::publish(&channel, &msg.encode(), Mode::Sharded)
 }
 
 pub fn reply(

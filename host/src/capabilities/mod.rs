@@ -13,7 +13,7 @@ pub use requests::{Answers, RequestHandle};
 pub use sockets::{LocalNamespace, ServerSideEvent, ServerSideHandler};
 pub use stdio::GuestOutput;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 
@@ -53,6 +53,8 @@ pub enum Event {
     },
     /// The datasource connection went down or came back.
     Connection { up: bool },
+    /// Rooms of a watched namespace that exist on this node, some perhaps new.
+    Rooms { nsp: String, rooms: Vec<String> },
 }
 
 impl Event {
@@ -63,7 +65,7 @@ impl Event {
             | Event::LocalAck { generation, .. }
             | Event::ServerSideAck { generation, .. }
             | Event::Counts { generation, .. } => Some(*generation),
-            Event::Message { .. } | Event::Connection { .. } => None,
+            Event::Message { .. } | Event::Connection { .. } | Event::Rooms { .. } => None,
         }
     }
 }
@@ -82,6 +84,8 @@ pub struct Shared {
     server_side: RwLock<Option<ServerSideHandler>>,
     inspector: RwLock<Option<SocketInspector>>,
     pubsub: RwLock<Option<Arc<RedisPubSub>>>,
+    /// Namespaces whose guest asked to hear of rooms (`sockets.watch-rooms`).
+    watched: RwLock<HashSet<String>>,
     pub metrics: Metrics,
 }
 
@@ -105,6 +109,7 @@ impl Shared {
             server_side: RwLock::new(None),
             inspector: RwLock::new(None),
             pubsub: RwLock::new(None),
+            watched: RwLock::new(HashSet::new()),
             metrics: Metrics::default(),
         };
         (Arc::new(shared), rx)
@@ -166,6 +171,25 @@ impl Shared {
     /// How local sockets are described, if anyone said.
     pub fn inspector(&self) -> Option<SocketInspector> {
         self.inspector.read().unwrap().clone()
+    }
+
+    /// Tells the guest, if it watches `nsp`, that sockets joined `rooms` here.
+    pub fn rooms_joined(&self, nsp: &str, rooms: &[String]) {
+        if self.watches(nsp) && !rooms.is_empty() {
+            self.push(Event::Rooms {
+                nsp: nsp.to_string(),
+                rooms: rooms.to_vec(),
+            });
+        }
+    }
+
+    /// Whether the guest asked to hear of `nsp`'s rooms.
+    pub fn watches(&self, nsp: &str) -> bool {
+        self.watched.read().unwrap().contains(nsp)
+    }
+
+    pub(crate) fn watch_rooms(&self, nsp: &str) {
+        self.watched.write().unwrap().insert(nsp.to_string());
     }
 
     /// Attaches (or detaches) the Redis link behind `pubsub`; returns the previous one.

@@ -155,6 +155,24 @@ impl Host for HostState {
             .unwrap_or_default())
     }
 
+    fn watch_rooms(&mut self, nsp: String) -> wasmtime::Result<()> {
+        self.shared.watch_rooms(&nsp);
+        let all = BroadcastOpts {
+            flags: Default::default(),
+            rooms: vec![],
+            except: vec![],
+            sid: None,
+            server_id: None,
+        };
+        let rooms = self
+            .shared
+            .namespace(&nsp)
+            .map(|ns| ns.rooms(&all))
+            .unwrap_or_default();
+        self.shared.push(Event::Rooms { nsp, rooms });
+        Ok(())
+    }
+
     fn server_side_emit(
         &mut self,
         nsp: String,

@@ -116,6 +116,10 @@ pub(crate) enum GuestCall {
     OnConnection {
         up: bool,
     },
+    OnRooms {
+        nsp: String,
+        rooms: Vec<String>,
+    },
     OnMessage {
         channel: String,
         pattern: Option<String>,
@@ -172,6 +176,7 @@ async fn invoke(live: &mut Live, call: GuestCall) -> wasmtime::Result<Result<(),
             .await
             .map(Ok),
         GuestCall::OnConnection { up } => g.call_on_connection(s, up).await.map(Ok),
+        GuestCall::OnRooms { nsp, rooms } => g.call_on_rooms(s, &nsp, &rooms).await.map(Ok),
         GuestCall::OnMessage {
             channel,
             pattern,

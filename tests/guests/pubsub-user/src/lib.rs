@@ -75,6 +75,7 @@ impl Guest for PubSubUser {
     fn on_local_ack(_: u64, _: Option<Vec<u8>>) {}
     fn on_server_side_ack(_: u64, _: Vec<u8>) {}
     fn on_connection(_: bool) {}
+    fn on_rooms(_nsp: String, _rooms: Vec<String>) {}
 }
 
 export!(PubSubUser);
