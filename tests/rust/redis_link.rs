@@ -221,6 +221,11 @@ async fn publishes_wait_for_redis_up_to_the_bound_and_subscriptions_come_back() 
         }
     }
     let (first_refused, msg) = refused.expect("publishes are refused once the buffer is full");
+    assert_eq!(
+        link.to_json()["buffered"].as_u64(),
+        Some(first_refused as u64),
+        "every accepted publish is reported as waiting"
+    );
     assert!(msg.contains("50 operations already wait"), "{msg}");
     assert!(link.to_json()["publish_errors"].as_u64().unwrap() >= 1);
 

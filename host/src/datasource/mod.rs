@@ -7,7 +7,7 @@ pub mod redis;
 
 pub use redis::RedisPubSub;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::config::Connector;
 
@@ -58,6 +58,8 @@ pub struct LinkMetrics {
     pub lost_messages: AtomicU64,
     /// Messages whose payload was not a byte string.
     pub malformed: AtomicU64,
+    /// Operations the writer took from the queue and has not sent yet.
+    pub held: AtomicUsize,
 }
 
 impl LinkMetrics {

@@ -209,7 +209,8 @@ impl RedisPubSub {
 
     /// State and counters for `/healthz`.
     pub fn to_json(&self) -> serde_json::Value {
-        let buffered = self.ops.max_capacity() - self.ops.capacity();
+        let buffered = self.ops.max_capacity() - self.ops.capacity()
+            + self.metrics.held.load(std::sync::atomic::Ordering::Relaxed);
         let mut v = self.metrics.to_json(buffered);
         v["name"] = self.spec.name.clone().into();
         v["connector"] = "redis".into();
@@ -250,6 +251,9 @@ async fn write(
     let mut batch = Vec::with_capacity(BATCH);
     let mut pending = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
+        metrics
+            .held
+            .store(batch.len(), std::sync::atomic::Ordering::Relaxed);
         // While Redis is away, everything waits here, in order (the queue is the bound).
         if writable.wait_for(|up| *up).await.is_err() {
             return;
@@ -293,6 +297,7 @@ async fn write(
             }
         }
         flush(&publisher, &mut pending, &metrics).await;
+        metrics.held.store(0, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
