@@ -106,12 +106,9 @@ impl RedisPubSub {
         let messages = subscriber.message_rx();
         let reconnects = subscriber.reconnect_rx();
         let errors = subscriber.error_rx();
-        publisher.connect();
-        subscriber.connect();
-        let both = async {
-            publisher.wait_for_connect().await?;
-            subscriber.wait_for_connect().await
-        };
+        // `init` listens before it connects (`connect` + `wait_for_connect` can miss a
+        // connection made in between, seen under load), and fails on a first refusal.
+        let both = async { tokio::try_join!(publisher.init(), subscriber.init()) };
         tokio::time::timeout(CONNECT_TIMEOUT, both)
             .await
             .map_err(|_| anyhow::anyhow!("{label}: no connection after {CONNECT_TIMEOUT:?}"))?
