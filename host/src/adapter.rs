@@ -16,8 +16,10 @@ use tokio::task::AbortHandle;
 use crate::capabilities::{Event, ServerSideHandler, Shared, SocketInspector};
 use crate::config::Connector;
 use crate::datasource::{DatasourceSpec, RedisPubSub};
+use crate::runtime::bindings::wasio::adapter::requests::Answer;
 use crate::runtime::{
-    AdapterComponent, AdapterInfo, Capability, GuestCall, GuestError, GuestSlot, Limits,
+    AdapterComponent, AdapterInfo, BroadcastOpts, Capability, GuestCall, GuestError, GuestSlot,
+    Limits, SocketInfo,
 };
 
 /// Where an adapter component comes from.
@@ -178,32 +180,138 @@ impl Adapter {
         Ok(())
     }
 
-    /// `serverSideEmit` with an ack: each other node's answer (its ack arguments), as
-    /// they arrived before the request timeout.
+    /// `serverSideEmit` with an ack: each other node's answer (its ack arguments). When
+    /// the request times out, the error is a [`PartialAcks`] with the answers that came,
+    /// as socket.io's callback gets `(err, responses)`.
     pub async fn server_side_emit_with_ack(
         &self,
         nsp: &str,
         data: Vec<rmpv::Value>,
     ) -> anyhow::Result<Vec<rmpv::Value>> {
-        let handle = self.0.shared.open_request();
-        let call = GuestCall::ServerSideEmit {
+        let call = |id| GuestCall::ServerSideEmit {
             nsp: nsp.into(),
-            id: Some(handle.id),
+            id: Some(id),
             data: encode_array(data),
         };
-        self.call("server-side-emit", call).await?;
+        let decode = |parts: Vec<Answer>| -> anyhow::Result<Vec<rmpv::Value>> {
+            let mut acks = Vec::new();
+            for part in parts {
+                if let Answer::ServerAck(bytes) = part {
+                    acks.push(rmpv::decode::read_value(&mut &bytes[..])?);
+                }
+            }
+            Ok(acks)
+        };
+        match self.request("server-side-emit", call).await? {
+            Ok(parts) => decode(parts),
+            Err(failed) => Err(PartialAcks {
+                message: failed.message,
+                responses: decode(failed.parts)?,
+            }
+            .into()),
+        }
+    }
+
+    /// `fetchSockets()` across the cluster: this node's sockets in `rooms` (all when
+    /// empty) but not in `except`, then every other node's, with handshake and data
+    /// (MessagePack) as their nodes describe them — Node.js nodes' sockets included.
+    /// Fails when a node did not answer in time, as socket.io does.
+    pub async fn fetch_sockets(
+        &self,
+        nsp: &str,
+        rooms: &[String],
+        except: &[String],
+    ) -> anyhow::Result<Vec<SocketInfo>> {
+        let opts = targets(rooms, except);
+        let mut sockets = match self.0.shared.namespace(nsp) {
+            Some(ns) => ns.fetch(&opts),
+            None => Vec::new(),
+        };
+        let call = |id| GuestCall::FetchSockets {
+            nsp: nsp.into(),
+            id,
+            opts: opts.clone(),
+        };
+        for part in self
+            .request("fetch-sockets", call)
+            .await?
+            .map_err(|f| f.into_error())?
+        {
+            if let Answer::Sockets(list) = part {
+                sockets.extend(list);
+            }
+        }
+        Ok(sockets)
+    }
+
+    /// `allRooms()` across the cluster, sorted. Fails when a node did not answer in time.
+    pub async fn all_rooms(&self, nsp: &str) -> anyhow::Result<Vec<String>> {
+        let opts = targets(&[], &[]);
+        let mut rooms = match self.0.shared.namespace(nsp) {
+            Some(ns) => ns.rooms(&opts),
+            None => Vec::new(),
+        };
+        let call = |id| GuestCall::AllRooms {
+            nsp: nsp.into(),
+            id,
+            opts: opts.clone(),
+        };
+        for part in self
+            .request("all-rooms", call)
+            .await?
+            .map_err(|f| f.into_error())?
+        {
+            if let Answer::Rooms(list) = part {
+                rooms.extend(list);
+            }
+        }
+        rooms.sort();
+        rooms.dedup();
+        Ok(rooms)
+    }
+
+    /// `serverCount()`: the nodes serving `nsp`, this one included.
+    pub async fn server_count(&self, nsp: &str) -> anyhow::Result<u32> {
+        let call = |id| GuestCall::ServerCount {
+            nsp: nsp.into(),
+            id,
+        };
+        let parts = self
+            .request("server-count", call)
+            .await?
+            .map_err(|f| f.into_error())?;
+        let count = parts.iter().rev().find_map(|a| match a {
+            Answer::ServerCount(n) => Some(*n),
+            _ => None,
+        });
+        Ok(count.unwrap_or(1))
+    }
+
+    /// Opens a cluster request, starts it on the guest, and gathers the answers: the
+    /// outer `Err` when the guest refused it, the inner one when the guest ended it
+    /// early (a node did not answer in time). A guest that never finishes is cut off at
+    /// the host's deadline with what arrived, and that counts as done.
+    pub(crate) async fn request(
+        &self,
+        op: &'static str,
+        start: impl FnOnce(u64) -> GuestCall,
+    ) -> Result<Result<Vec<Answer>, Failed>, GuestError> {
+        let handle = self.0.shared.open_request();
+        self.call(op, start(handle.id)).await?;
         let answers = handle
             .collect(self.request_timeout() + self.request_grace())
             .await;
-        let mut acks = Vec::new();
-        for part in answers.parts {
-            if let crate::runtime::bindings::wasio::adapter::requests::Answer::ServerAck(bytes) =
-                part
-            {
-                acks.push(rmpv::decode::read_value(&mut &bytes[..])?);
+        Ok(match answers.outcome {
+            Ok(()) => Ok(answers.parts),
+            Err(e) if answers.abandoned => {
+                tracing::warn!(op, "the adapter never finished a request: {e}");
+                Ok(answers.parts)
             }
-        }
-        Ok(acks)
+            Err(message) => Err(Failed {
+                message,
+                parts: answers.parts,
+            }),
+        })
     }
 
     /// Tells the adapter that sockets of `nsp` joined `rooms` on this node. socketioxide
@@ -259,6 +367,37 @@ impl Adapter {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         res
+    }
+}
+
+/// A cluster request the guest ended early, with the answers that came.
+pub(crate) struct Failed {
+    pub message: String,
+    pub parts: Vec<Answer>,
+}
+
+impl Failed {
+    fn into_error(self) -> anyhow::Error {
+        anyhow::anyhow!("{}", self.message)
+    }
+}
+
+/// `serverSideEmit` with an ack timed out: the answers of the nodes that replied.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct PartialAcks {
+    pub message: String,
+    pub responses: Vec<rmpv::Value>,
+}
+
+/// The contract's options naming sockets in `rooms` (all when empty) minus `except`.
+fn targets(rooms: &[String], except: &[String]) -> BroadcastOpts {
+    BroadcastOpts {
+        flags: Default::default(),
+        rooms: rooms.to_vec(),
+        except: except.to_vec(),
+        sid: None,
+        server_id: None,
     }
 }
 

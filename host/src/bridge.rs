@@ -60,22 +60,17 @@ impl<E: SocketEmitter> WasmAdapter<E> {
         !opts.is_local(self.local.server_id())
     }
 
-    /// Opens a cluster request, runs `start` on the guest, and gathers the answers.
+    /// A cluster request through the guest; a node that did not answer in time fails
+    /// it, as in socket.io.
     async fn request(
         &self,
         op: &'static str,
-        timeout: Duration,
         start: impl FnOnce(u64) -> GuestCall,
     ) -> Result<Vec<Answer>, Error> {
-        let handle = self.adapter.shared().open_request();
-        self.adapter.call(op, start(handle.id)).await?;
-        let answers = handle.collect(timeout + self.adapter.request_grace()).await;
-        if let Err(e) = &answers.outcome {
-            // A timeout still carries the answers of the nodes that replied, as in
-            // socket.io: report and go on with them.
-            tracing::debug!(nsp = %self.nsp, op, "request ended early: {e}");
-        }
-        Ok(answers.parts)
+        self.adapter
+            .request(op, start)
+            .await?
+            .map_err(|failed| Error::Request(failed.message))
     }
 }
 
@@ -148,9 +143,7 @@ impl<E: SocketEmitter> CoreAdapter<E> for WasmAdapter<E> {
     async fn server_count(&self) -> Result<u16, Error> {
         let nsp = self.nsp.clone();
         let answers = self
-            .request("server-count", self.adapter.request_timeout(), |id| {
-                GuestCall::ServerCount { nsp, id }
-            })
+            .request("server-count", |id| GuestCall::ServerCount { nsp, id })
             .await?;
         let count = answers.iter().rev().find_map(|a| match a {
             Answer::ServerCount(n) => Some(*n),
@@ -310,12 +303,26 @@ impl<E: SocketEmitter> CoreAdapter<E> for WasmAdapter<E> {
 
     async fn rooms(&self, opts: BroadcastOptions) -> Result<Vec<Room>, Error> {
         let mut rooms = self.local.rooms(opts.clone());
-        if self.relayed(&opts) {
+        if self.relayed(&opts) && opts.sid.is_some() {
+            // One remote socket's rooms (`RemoteSocket::rooms`): all-rooms requests name
+            // no socket, so ask for that socket instead.
             let (nsp, wit) = (self.nsp.clone(), codec::opts_to_wit(&opts));
             let answers = self
-                .request("all-rooms", self.adapter.request_timeout(), |id| {
-                    GuestCall::AllRooms { nsp, id, opts: wit }
+                .request("fetch-sockets", |id| GuestCall::FetchSockets {
+                    nsp,
+                    id,
+                    opts: wit,
                 })
+                .await?;
+            for a in answers {
+                if let Answer::Sockets(list) = a {
+                    rooms.extend(list.into_iter().flat_map(|s| s.rooms).map(Room::Owned));
+                }
+            }
+        } else if self.relayed(&opts) {
+            let (nsp, wit) = (self.nsp.clone(), codec::opts_to_wit(&opts));
+            let answers = self
+                .request("all-rooms", |id| GuestCall::AllRooms { nsp, id, opts: wit })
                 .await?;
             for a in answers {
                 if let Answer::Rooms(r) = a {
@@ -331,8 +338,10 @@ impl<E: SocketEmitter> CoreAdapter<E> for WasmAdapter<E> {
         if self.relayed(&opts) {
             let (nsp, wit) = (self.nsp.clone(), codec::opts_to_wit(&opts));
             let answers = self
-                .request("fetch-sockets", self.adapter.request_timeout(), |id| {
-                    GuestCall::FetchSockets { nsp, id, opts: wit }
+                .request("fetch-sockets", |id| GuestCall::FetchSockets {
+                    nsp,
+                    id,
+                    opts: wit,
                 })
                 .await?;
             let ns = Str::from(self.nsp.clone());

@@ -29,7 +29,8 @@ pub mod metrics;
 pub mod runtime;
 pub mod server;
 
-pub use adapter::{Adapter, AdapterOptions, WasmSource};
+pub use adapter::{Adapter, AdapterOptions, PartialAcks, WasmSource};
 pub use bridge::WasmAdapter;
 pub use config::Config;
 pub use runtime::Limits;
+pub use runtime::SocketInfo;

@@ -69,6 +69,9 @@ pub struct Answers {
     pub parts: Vec<Answer>,
     /// `Err` when the guest (or the host's own deadline) ended it early.
     pub outcome: Result<(), String>,
+    /// Set when the host's deadline ended it: the guest never finished (a broken guest,
+    /// not a slow cluster).
+    pub abandoned: bool,
 }
 
 impl Default for Answers {
@@ -76,6 +79,7 @@ impl Default for Answers {
         Answers {
             parts: Vec::new(),
             outcome: Ok(()),
+            abandoned: false,
         }
     }
 }
@@ -107,6 +111,7 @@ impl RequestHandle {
         };
         if tokio::time::timeout(deadline, collect).await.is_err() {
             answers.outcome = Err(format!("no answer from the adapter within {deadline:?}"));
+            answers.abandoned = true;
         }
         answers
     }
