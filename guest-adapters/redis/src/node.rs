@@ -355,18 +355,24 @@ impl Node {
     }
 
     pub fn all_rooms(&mut self, nsp: &str, host: u64) -> Result<(), Error> {
-        if self.opts.mode == Mode::Sharded {
-            // The cluster message family has no all-rooms request: Node.js answers
-            // with the local rooms too, which the host adds.
-            requests::finish(host, Ok(()));
-            return Ok(());
-        }
+        let sharded = self.opts.mode == Mode::Sharded;
         self.start(
             nsp,
             host,
             Kind::AllRooms,
             self.opts.requests_timeout,
-            |id| Out::AllRooms { request_id: id },
+            |id| {
+                if sharded {
+                    // The cluster message family has no all-rooms request: the rooms of
+                    // every node's sockets answer it (Node.js's sharded adapter has none).
+                    Out::Fetch {
+                        request_id: id,
+                        opts: Opts::default(),
+                    }
+                } else {
+                    Out::AllRooms { request_id: id }
+                }
+            },
         )?;
         Ok(())
     }
@@ -651,6 +657,17 @@ impl Node {
             return Ok(());
         };
         let answer = match part {
+            Part::Sockets(list) if req.kind == Kind::AllRooms => {
+                req.received += 1;
+                let mut rooms: Vec<String> = list
+                    .iter()
+                    .filter_map(socket_from_wire)
+                    .flat_map(|s| s.rooms)
+                    .collect();
+                rooms.sort();
+                rooms.dedup();
+                Answer::Rooms(rooms)
+            }
             Part::Sockets(list) => {
                 req.received += 1;
                 Answer::Sockets(list.iter().filter_map(socket_from_wire).collect())
