@@ -18,15 +18,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use futures_util::stream::{self, Empty};
 use rmpv::Value as Mp;
 use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, SocketRef, TryData};
-use socketioxide_core::adapter::{
-    AckStreamItem, BroadcastIter, CoreAdapter, CoreLocalAdapter, RemoteSocketData, SocketEmitter,
-};
-use socketioxide_core::packet::Packet;
-use socketioxide_core::{Sid, Str, Uid, Value};
+use socketioxide_core::Sid;
 use wasio::Config;
 use wasio::capabilities::ServerSideEvent;
 use wasio::server::Ns;
@@ -315,24 +310,26 @@ async fn run_op(op: &str, arg: &Mp) -> Result<Mp, String> {
             ]))
         }
         "fetchSockets" => {
-            let sockets = target(arg)?
-                .fetch_sockets()
+            let nsp = str_field(arg, "nsp")?.unwrap_or_else(|| "/".into());
+            let (rooms, except) = (rooms_field(arg, "rooms")?, rooms_field(arg, "except")?);
+            let sockets = n
+                .adapter
+                .fetch_sockets(&nsp, &rooms, &except)
                 .await
-                .map_err(|e| format!("fetchSockets: {e}"))?;
-            let mut out = Vec::with_capacity(sockets.len());
-            for s in sockets {
-                // socketioxide's remote sockets carry ids only; rooms are one more request.
-                let rooms = s
-                    .rooms()
-                    .await
-                    .map_err(|e| format!("fetchSockets: rooms of {}: {e}", s.data().id))?;
-                let d = s.data();
-                out.push(Mp::Map(vec![
-                    (Mp::from("id"), Mp::from(d.id.to_string())),
-                    (Mp::from("serverId"), Mp::from(d.server_id.to_string())),
-                    (Mp::from("rooms"), rooms_mp(rooms)),
-                ]));
-            }
+                .map_err(|e| format!("fetchSockets: {e:#}"))?;
+            let decode = |b: &[u8]| rmpv::decode::read_value(&mut &b[..]).unwrap_or(Mp::Nil);
+            let out = sockets
+                .iter()
+                .map(|s| {
+                    Mp::Map(vec![
+                        (Mp::from("id"), Mp::from(s.id.as_str())),
+                        (Mp::from("serverId"), Mp::from(s.server_id.as_str())),
+                        (Mp::from("rooms"), rooms_mp(&s.rooms)),
+                        (Mp::from("handshake"), decode(&s.handshake)),
+                        (Mp::from("data"), decode(&s.data)),
+                    ])
+                })
+                .collect();
             Ok(ok(vec![(Mp::from("sockets"), Mp::Array(out))]))
         }
         "localSockets" => {
@@ -349,17 +346,21 @@ async fn run_op(op: &str, arg: &Mp) -> Result<Mp, String> {
             Ok(ok(vec![(Mp::from("sockets"), Mp::Array(out))]))
         }
         "allRooms" => {
-            let rooms = target(arg)?
-                .rooms()
+            let nsp = str_field(arg, "nsp")?.unwrap_or_else(|| "/".into());
+            let rooms = n
+                .adapter
+                .all_rooms(&nsp)
                 .await
-                .map_err(|e| format!("allRooms: {e}"))?;
+                .map_err(|e| format!("allRooms: {e:#}"))?;
             Ok(ok(vec![(Mp::from("rooms"), rooms_mp(rooms))]))
         }
         "serverCount" => {
             let nsp = str_field(arg, "nsp")?.unwrap_or_else(|| "/".into());
-            let count = server_count(&n.adapter, &nsp)
+            let count = n
+                .adapter
+                .server_count(&nsp)
                 .await
-                .map_err(|e| format!("serverCount: {e}"))?;
+                .map_err(|e| format!("serverCount: {e:#}"))?;
             Ok(ok(vec![(Mp::from("count"), Mp::from(count))]))
         }
         "socketsJoin" | "socketsLeave" => {
@@ -389,21 +390,29 @@ async fn run_op(op: &str, arg: &Mp) -> Result<Mp, String> {
                 return Err("`args` must be [event, ...args]".into());
             };
             if matches!(field(arg, "ack"), Some(Mp::Boolean(true))) {
-                let responses = n
-                    .adapter
-                    .server_side_emit_with_ack(&nsp, args)
-                    .await
-                    .map_err(|e| format!("serverSideEmit: {e:#}"))?;
                 // wasio hands each node's ack arguments; socket.io's callback gets one
                 // value per node (an ack takes one argument there): the first.
-                let responses = responses
-                    .into_iter()
-                    .map(|args| match args {
-                        Mp::Array(mut a) if !a.is_empty() => a.swap_remove(0),
-                        other => other,
-                    })
-                    .collect();
-                Ok(ok(vec![(Mp::from("responses"), Mp::Array(responses))]))
+                let first = |acks: Vec<Mp>| -> Mp {
+                    Mp::Array(
+                        acks.into_iter()
+                            .map(|args| match args {
+                                Mp::Array(mut a) if !a.is_empty() => a.swap_remove(0),
+                                other => other,
+                            })
+                            .collect(),
+                    )
+                };
+                match n.adapter.server_side_emit_with_ack(&nsp, args).await {
+                    Ok(acks) => Ok(ok(vec![(Mp::from("responses"), first(acks))])),
+                    // As socket.io's `(err, responses)`: the error and what came.
+                    Err(e) => match e.downcast::<wasio::PartialAcks>() {
+                        Ok(partial) => Ok(Mp::Map(vec![
+                            (Mp::from("error"), Mp::from(partial.message)),
+                            (Mp::from("responses"), first(partial.responses)),
+                        ])),
+                        Err(e) => Err(format!("serverSideEmit: {e:#}")),
+                    },
+                }
             } else {
                 n.adapter
                     .server_side_emit(&nsp, args)
@@ -430,71 +439,4 @@ fn rooms_mp<R: ToString>(rooms: impl IntoIterator<Item = R>) -> Mp {
     rooms.sort();
     rooms.dedup();
     Mp::Array(rooms.into_iter().map(Mp::from).collect())
-}
-
-/// `serverCount()` of namespace `nsp`: socketioxide asks its adapter for it nowhere in
-/// its public API, so this calls the adapter's `server_count` on a stand-alone
-/// [`wasio::WasmAdapter`] of that namespace (the guest already serves it).
-async fn server_count(adapter: &wasio::Adapter, nsp: &str) -> Result<u16, wasio::bridge::Error> {
-    let probe = Probe {
-        path: Str::from(nsp.to_string()),
-        uid: adapter.socket_io_config().server_id,
-    };
-    let ns = <wasio::WasmAdapter<Probe> as CoreAdapter<Probe>>::new(
-        adapter,
-        CoreLocalAdapter::new(probe),
-    );
-    ns.server_count().await
-}
-
-/// A namespace with no local sockets, for [`server_count`].
-struct Probe {
-    path: Str,
-    uid: Uid,
-}
-
-impl SocketEmitter for Probe {
-    type AckError = socketioxide::AckError;
-    type AckStream = Empty<AckStreamItem<socketioxide::AckError>>;
-
-    fn get_all_sids(&self, _: impl Fn(&Sid) -> bool) -> Vec<Sid> {
-        vec![]
-    }
-    fn get_remote_sockets(&self, _: BroadcastIter<'_>) -> Vec<RemoteSocketData> {
-        vec![]
-    }
-    fn send_many(
-        &self,
-        _: BroadcastIter<'_>,
-        _: Value,
-    ) -> Result<(), Vec<socketioxide_core::adapter::errors::SocketError>> {
-        Ok(())
-    }
-    fn send_many_volatile(&self, _: BroadcastIter<'_>, _: Value) {}
-    fn send_many_with_ack(
-        &self,
-        _: BroadcastIter<'_>,
-        _: Packet,
-        _: Option<Duration>,
-    ) -> (Self::AckStream, u32) {
-        (stream::empty(), 0)
-    }
-    fn disconnect_many(
-        &self,
-        _: Vec<Sid>,
-    ) -> Result<(), Vec<socketioxide_core::adapter::errors::SocketError>> {
-        Ok(())
-    }
-    fn path(&self) -> &Str {
-        &self.path
-    }
-    fn parser(&self) -> impl socketioxide_core::parser::Parse {
-        socketioxide_parser_common::CommonParser
-    }
-    fn server_id(&self) -> Uid {
-        self.uid
-    }
-    fn ack_timeout(&self) -> Duration {
-        Duration::from_secs(5)
-    }
 }
