@@ -56,7 +56,7 @@ async fn a_capability_is_granted_only_by_the_config() {
         "{err}"
     );
 
-    // Granted, it loads; with no connector attached the capability answers `denied`.
+    // Granted, it loads; with no datasource attached the capability answers `denied`.
     let opts = AdapterOptions {
         source: WasmSource::File(path),
         granted: vec![wasio::runtime::Capability::PubSub],
@@ -67,10 +67,10 @@ async fn a_capability_is_granted_only_by_the_config() {
     let err = io
         .emit("ev", "x")
         .await
-        .expect_err("no connector yet")
+        .expect_err("no datasource attached")
         .to_string();
     assert!(
-        err.contains("denied: no pub/sub datasource is attached"),
+        err.contains("denied: no Redis datasource is attached"),
         "{err}"
     );
 }
