@@ -491,15 +491,24 @@ impl LinkWatch {
                 up = reconnects.recv() => match up {
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
                         let all: Vec<Topic> = topics.lock().unwrap().iter().cloned().collect();
-                        let mut failed = 0;
-                        for topic in &all {
-                            if send_subscribe(&subscriber, topic).await.is_err() {
-                                failed += 1;
+                        // Retried a few times; a link that stays up but refuses them is
+                        // reported and not left holding every publish.
+                        let mut pending = all.clone();
+                        for attempt in 1..=5u32 {
+                            let mut failed = Vec::new();
+                            for topic in pending {
+                                if send_subscribe(&subscriber, &topic).await.is_err() {
+                                    failed.push(topic);
+                                }
                             }
+                            pending = failed;
+                            if pending.is_empty() {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(200) * attempt).await;
                         }
-                        if failed > 0 {
-                            tracing::warn!("{label}: {failed} subscriptions not replayed; waiting for the next reconnect");
-                            continue;
+                        if !pending.is_empty() {
+                            tracing::error!("{label}: {} subscriptions could not be replayed (retried at the next reconnect): {pending:?}", pending.len());
                         }
                         if !metrics.connected.swap(true, Relaxed) {
                             metrics.reconnects.fetch_add(1, Relaxed);
