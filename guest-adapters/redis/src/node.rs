@@ -315,11 +315,11 @@ impl Node {
         let wire = wire_opts(opts, Some(timeout_ms as u64));
         // Published at once (the count only tells when everyone answered).
         let request_id = self.start(nsp, host, Kind::BroadcastAck, timeout_ms, |id| {
-            Out::Broadcast {
+            Some(Out::Broadcast {
                 packet,
                 opts: wire,
                 request_id: Some(id),
-            }
+            })
         })?;
         let out = self
             .requests
@@ -346,10 +346,10 @@ impl Node {
         }
         let wire = wire_opts(opts, None);
         self.start(nsp, host, Kind::Fetch, self.opts.requests_timeout, |id| {
-            Out::Fetch {
+            Some(Out::Fetch {
                 request_id: id,
                 opts: wire,
-            }
+            })
         })?;
         Ok(())
     }
@@ -362,7 +362,7 @@ impl Node {
             Kind::AllRooms,
             self.opts.requests_timeout,
             |id| {
-                if sharded {
+                Some(if sharded {
                     // The cluster message family has no all-rooms request: the rooms of
                     // every node's sockets answer it (Node.js's sharded adapter has none).
                     Out::Fetch {
@@ -371,18 +371,15 @@ impl Node {
                     }
                 } else {
                     Out::AllRooms { request_id: id }
-                }
+                })
             },
         )?;
         Ok(())
     }
 
     pub fn server_count(&mut self, nsp: &str, host: u64) -> Result<(), Error> {
-        self.start(nsp, host, Kind::Count, self.opts.requests_timeout, |_| {
-            Out::AllRooms {
-                request_id: String::new(),
-            }
-        })?;
+        // Nothing to publish: Redis's subscriber count is the answer.
+        self.start(nsp, host, Kind::Count, self.opts.requests_timeout, |_| None)?;
         Ok(())
     }
 
@@ -402,10 +399,10 @@ impl Node {
             ),
             Some(host) => {
                 self.start(nsp, host, Kind::Emit, self.opts.requests_timeout, |id| {
-                    Out::Emit {
+                    Some(Out::Emit {
                         request_id: Some(id),
                         data,
-                    }
+                    })
                 })?;
                 Ok(())
             }
@@ -420,7 +417,7 @@ impl Node {
         host: u64,
         kind: Kind,
         timeout_ms: u32,
-        out: impl FnOnce(String) -> Out,
+        out: impl FnOnce(String) -> Option<Out>,
     ) -> Result<String, Error> {
         self.uid(nsp)?;
         let n = self.next();
@@ -446,7 +443,7 @@ impl Node {
                 expected: None,
                 received: 0,
                 timer,
-                deferred: Some(out(id.clone())),
+                deferred: out(id.clone()),
                 clients: 0,
                 acks: 0,
             },

@@ -57,7 +57,7 @@ pub fn publish(o: &Options, nsp: &str, uid: &str, out: &Out) -> Result<(), Error
             opts: opts.clone(),
             request_id: request_id.clone(),
         },
-        // Not in this protocol: `Node::all_rooms` answers locally.
+        // Not in this protocol: `Node::all_rooms` fetches every node's sockets instead.
         Out::AllRooms { .. } => return Ok(()),
         Out::Emit { request_id, data } => Body::ServerSideEmit {
             request_id: request_id.clone(),
