@@ -16,6 +16,11 @@ const GUESTS: &[(&str, &str, Option<&str>)] = &[
         "wasio_guest_redis.wasm",
         Some("redis.wasm"),
     ),
+    (
+        "wasio-guest-mongodb",
+        "wasio_guest_mongodb.wasm",
+        Some("mongodb.wasm"),
+    ),
     // Test doubles, built here so tests find them; never embedded.
     ("faulty", "faulty.wasm", None),
     ("future-version", "future_version.wasm", None),

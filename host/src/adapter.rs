@@ -15,7 +15,7 @@ use tokio::task::AbortHandle;
 
 use crate::capabilities::{Event, ServerSideHandler, Shared, SocketInspector};
 use crate::config::Connector;
-use crate::datasource::{DatasourceSpec, RedisPubSub};
+use crate::datasource::{DatasourceSpec, MongoDocStore, RedisPubSub};
 use crate::runtime::bindings::wasio::adapter::requests::Answer;
 use crate::runtime::{
     AdapterComponent, AdapterInfo, BroadcastOpts, Capability, GuestCall, GuestError, GuestSlot,
@@ -75,12 +75,13 @@ pub fn builtin(name: &str) -> Option<&'static [u8]> {
     match name {
         "local" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/local.wasm"))),
         "redis" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/redis.wasm"))),
+        "mongodb" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/mongodb.wasm"))),
         _ => None,
     }
 }
 
 /// Names of the built-in adapters.
-pub const BUILTINS: &[&str] = &["local", "redis"];
+pub const BUILTINS: &[&str] = &["local", "redis", "mongodb"];
 
 /// The wasm adapter of this node. Cheap to clone; pass it as the adapter state.
 #[derive(Clone)]
@@ -337,11 +338,18 @@ impl Adapter {
                 Err(_) => tracing::debug!("datasource still in use; closed when dropped"),
             }
         }
+        if let Some(link) = self.0.shared.set_docstore(None) {
+            match Arc::try_unwrap(link) {
+                Ok(link) => link.close().await,
+                Err(_) => tracing::debug!("datasource still in use; closed when dropped"),
+            }
+        }
     }
 
     /// The datasource link's state and counters, for `/healthz`.
     pub fn datasource_status(&self) -> Option<serde_json::Value> {
-        self.0.shared.pubsub().map(|l| l.to_json())
+        let shared = &self.0.shared;
+        (shared.pubsub().map(|l| l.to_json())).or_else(|| shared.docstore().map(|l| l.to_json()))
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
@@ -416,10 +424,11 @@ async fn attach(shared: &Arc<Shared>, spec: &DatasourceSpec) -> anyhow::Result<(
             shared.set_pubsub(Some(Arc::new(link)));
             Ok(())
         }
-        Connector::Mongodb => anyhow::bail!(
-            "datasource `{}`: the mongodb connector is not implemented in this build",
-            spec.name
-        ),
+        Connector::Mongodb => {
+            let link = MongoDocStore::connect(spec, Arc::downgrade(shared)).await?;
+            shared.set_docstore(Some(Arc::new(link)));
+            Ok(())
+        }
     }
 }
 
@@ -451,7 +460,7 @@ async fn dispatch(slot: Arc<ArcSwap<GuestSlot>>, mut events: mpsc::UnboundedRece
         if event.generation().is_some_and(|g| g != slot.generation()) {
             continue;
         }
-        let is_message = matches!(event, Event::Message { .. });
+        let is_message = matches!(event, Event::Message { .. } | Event::Document { .. });
         let (op, call) = match event {
             Event::Timer { id, .. } => ("on-timer", GuestCall::OnTimer { id }),
             Event::LocalAck { handle, ack, .. } => {
@@ -480,6 +489,16 @@ async fn dispatch(slot: Arc<ArcSwap<GuestSlot>>, mut events: mpsc::UnboundedRece
                     channel,
                     pattern,
                     payload,
+                },
+            ),
+            Event::Document {
+                collection,
+                document,
+            } => (
+                "on-document",
+                GuestCall::OnDocument {
+                    collection,
+                    document,
                 },
             ),
         };

@@ -189,7 +189,8 @@ impl Message {
         Message::from_value(read_any(bytes)?)
     }
 
-    fn from_value(value: Value) -> Result<Message, DecodeError> {
+    /// Reads a message from a decoded value (MessagePack, JSON or BSON alike).
+    pub fn from_value(value: Value) -> Result<Message, DecodeError> {
         let Value::Map(fields) = value else {
             return Err(DecodeError::Shape("not a map"));
         };

@@ -7,6 +7,8 @@
 //! Packets and socket descriptions are kept as raw MessagePack ([`Raw`]): the host hands
 //! packets over already encoded, and a relay never needs to look inside them.
 
+#[cfg(feature = "bson")]
+pub mod bson;
 mod codec;
 mod json;
 
@@ -54,6 +56,38 @@ pub struct Opts {
     pub rooms: Vec<String>,
     pub except: Vec<String>,
     pub flags: Flags,
+}
+
+impl Opts {
+    /// The options of an operation the host asks for: `sid` joins `except` when the
+    /// operation excludes its sender (`socket.broadcast`), or names the one socket
+    /// targeted (a remote socket's join, say) by the room of its id, as socket.io does.
+    pub fn for_operation(
+        rooms: &[String],
+        except: &[String],
+        sid: Option<&str>,
+        broadcast: bool,
+        volatile: bool,
+        timeout: Option<u64>,
+    ) -> Opts {
+        let mut except = except.to_vec();
+        let mut rooms = rooms.to_vec();
+        match sid {
+            Some(sid) if broadcast => except.push(sid.to_string()),
+            Some(sid) if rooms.is_empty() => rooms.push(sid.to_string()),
+            _ => {}
+        }
+        except.dedup();
+        Opts {
+            rooms,
+            except,
+            flags: Flags {
+                volatile: volatile.then_some(true),
+                timeout,
+                ..Flags::default()
+            },
+        }
+    }
 }
 
 /// What a message carries, by type.

@@ -707,7 +707,7 @@ fn warn(msg: &str) {
 
 /// The host's options as they travel.
 fn wire_opts(o: &BroadcastOpts, timeout: Option<u64>) -> Opts {
-    wire::opts_to_wire(
+    Opts::for_operation(
         &o.rooms,
         &o.except,
         o.sid.as_deref(),

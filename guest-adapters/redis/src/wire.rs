@@ -6,7 +6,7 @@
 //! Node.js decodes as well) so binary survives.
 
 use rmpv::Value;
-use wasio_cluster_protocol::{DecodeError, Flags, Opts, Raw, read_any};
+use wasio_cluster_protocol::{DecodeError, Opts, Raw, read_any};
 
 /// Request types of the classic protocol.
 pub mod kind {
@@ -176,37 +176,6 @@ pub fn map<const N: usize>(pairs: [(&str, Value); N]) -> Vec<u8> {
     ))
 }
 
-/// `opts` as it travels: `sid` joins `except` when the sender is excluded, as
-/// socket.io does for `socket.broadcast`.
-pub fn opts_to_wire(
-    rooms: &[String],
-    except: &[String],
-    sid: Option<&str>,
-    broadcast: bool,
-    volatile: bool,
-    timeout: Option<u64>,
-) -> Opts {
-    let mut except = except.to_vec();
-    let mut rooms = rooms.to_vec();
-    match sid {
-        Some(sid) if broadcast => except.push(sid.to_string()),
-        // An operation on one socket (a remote socket's join, say): socket.io names a
-        // socket by the room of its id.
-        Some(sid) if rooms.is_empty() => rooms.push(sid.to_string()),
-        _ => {}
-    }
-    except.dedup();
-    Opts {
-        rooms,
-        except,
-        flags: Flags {
-            volatile: volatile.then_some(true),
-            timeout,
-            ..Flags::default()
-        },
-    }
-}
-
 pub fn strings(items: &[String]) -> Value {
     Value::Array(items.iter().map(|s| Value::from(s.as_str())).collect())
 }
@@ -232,7 +201,7 @@ mod tests {
     #[test]
     fn broadcasts_round_trip_and_default_nsp() {
         let packet = map([("type", 2.into()), ("data", Value::Array(vec!["e".into()]))]);
-        let opts = opts_to_wire(&["r".into()], &[], Some("sid1"), true, false, None);
+        let opts = Opts::for_operation(&["r".into()], &[], Some("sid1"), true, false, None);
         let b = decode_broadcast(&encode_broadcast("u1", &packet, &opts)).unwrap();
         assert_eq!(b.uid, "u1");
         assert_eq!(b.nsp, "/", "Node.js omits nsp for the main namespace");

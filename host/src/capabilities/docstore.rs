@@ -1,28 +1,58 @@
-//! `wasio:adapter/docstore`. The loader refuses a guest importing it unless the config
-//! grants a MongoDB datasource; until a connector is attached every call says so.
+//! `wasio:adapter/docstore`, on the node's MongoDB link. The loader refuses a guest
+//! importing it unless the config grants a MongoDB datasource.
 
+use std::sync::Arc;
+
+use crate::datasource::MongoDocStore;
+use crate::datasource::mongo::{self, InsertError};
 use crate::runtime::HostState;
 use crate::runtime::bindings::wasio::adapter::docstore::{Feed, Host};
 use crate::runtime::bindings::wasio::adapter::types::Error;
 
-fn denied() -> Error {
-    Error::Denied("no MongoDB datasource is attached to this adapter".into())
+impl HostState {
+    fn docstore(&self) -> Result<Arc<MongoDocStore>, Error> {
+        self.shared.docstore().ok_or_else(|| {
+            Error::Denied("no MongoDB datasource is attached to this adapter".into())
+        })
+    }
 }
 
 impl Host for HostState {
     fn watch(
         &mut self,
-        _collection: String,
-        _feed: Feed,
-        _ttl_seconds: Option<u32>,
+        collection: String,
+        feed: Feed,
+        ttl_seconds: Option<u32>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        Ok(Err(denied()))
+        let feed = match feed {
+            Feed::ChangeStream(filter) => {
+                match mongodb::bson::Document::from_reader(filter.as_slice()) {
+                    Ok(f) => mongo::Feed::ChangeStream(f),
+                    Err(e) => {
+                        return Ok(Err(Error::Invalid(format!(
+                            "change-stream filter is not a BSON document: {e}"
+                        ))));
+                    }
+                }
+            }
+            Feed::Capped(size) => mongo::Feed::Capped(size),
+        };
+        Ok(self.docstore().and_then(|l| {
+            l.watch(collection, feed, ttl_seconds)
+                .map_err(Error::Invalid)
+        }))
     }
+
     fn insert(
         &mut self,
-        _collection: String,
-        _document: Vec<u8>,
+        collection: String,
+        document: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        Ok(Err(denied()))
+        Ok(self.docstore().and_then(|l| {
+            l.insert(collection, &document).map_err(|e| match e {
+                InsertError::Invalid(m) => Error::Invalid(m),
+                InsertError::Unavailable(m) => Error::Unavailable(m),
+            })
+        }))
     }
 }

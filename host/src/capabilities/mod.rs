@@ -19,7 +19,7 @@ use std::sync::{Arc, RwLock, Weak};
 
 use tokio::sync::mpsc;
 
-use crate::datasource::RedisPubSub;
+use crate::datasource::{MongoDocStore, RedisPubSub};
 use crate::metrics::Metrics;
 
 /// Something the host pushes into the guest, in order, through the dispatcher.
@@ -55,6 +55,11 @@ pub enum Event {
     Connection { up: bool },
     /// Rooms of a watched namespace that exist on this node, some perhaps new.
     Rooms { nsp: String, rooms: Vec<String> },
+    /// A document was inserted in a watched collection (BSON).
+    Document {
+        collection: String,
+        document: Vec<u8>,
+    },
 }
 
 impl Event {
@@ -65,7 +70,10 @@ impl Event {
             | Event::LocalAck { generation, .. }
             | Event::ServerSideAck { generation, .. }
             | Event::Counts { generation, .. } => Some(*generation),
-            Event::Message { .. } | Event::Connection { .. } | Event::Rooms { .. } => None,
+            Event::Message { .. }
+            | Event::Connection { .. }
+            | Event::Rooms { .. }
+            | Event::Document { .. } => None,
         }
     }
 }
@@ -84,6 +92,7 @@ pub struct Shared {
     server_side: RwLock<Option<ServerSideHandler>>,
     inspector: RwLock<Option<SocketInspector>>,
     pubsub: RwLock<Option<Arc<RedisPubSub>>>,
+    docstore: RwLock<Option<Arc<MongoDocStore>>>,
     /// Namespaces whose guest asked to hear of rooms (`sockets.watch-rooms`).
     watched: RwLock<HashSet<String>>,
     pub metrics: Metrics,
@@ -109,6 +118,7 @@ impl Shared {
             server_side: RwLock::new(None),
             inspector: RwLock::new(None),
             pubsub: RwLock::new(None),
+            docstore: RwLock::new(None),
             watched: RwLock::new(HashSet::new()),
             metrics: Metrics::default(),
         };
@@ -200,6 +210,16 @@ impl Shared {
     /// The Redis link behind `pubsub`, if one is attached.
     pub fn pubsub(&self) -> Option<Arc<RedisPubSub>> {
         self.pubsub.read().unwrap().clone()
+    }
+
+    /// Attaches (or detaches) the MongoDB link behind `docstore`; returns the previous one.
+    pub fn set_docstore(&self, link: Option<Arc<MongoDocStore>>) -> Option<Arc<MongoDocStore>> {
+        std::mem::replace(&mut *self.docstore.write().unwrap(), link)
+    }
+
+    /// The MongoDB link behind `docstore`, if one is attached.
+    pub fn docstore(&self) -> Option<Arc<MongoDocStore>> {
+        self.docstore.read().unwrap().clone()
     }
 
     /// The instance serving this node is gone: its timers die with it, and requests

@@ -3,8 +3,10 @@
 //! (`pubsub`, `docstore`); what arrives is pushed into the guest as events.
 
 mod glob;
+pub mod mongo;
 pub mod redis;
 
+pub use mongo::MongoDocStore;
 pub use redis::RedisPubSub;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

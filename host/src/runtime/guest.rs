@@ -125,6 +125,10 @@ pub(crate) enum GuestCall {
         pattern: Option<String>,
         payload: Vec<u8>,
     },
+    OnDocument {
+        collection: String,
+        document: Vec<u8>,
+    },
 }
 
 /// Runs `call` on `live` under the deadline. One `match`, no boxed future: this is the
@@ -185,6 +189,10 @@ async fn invoke(live: &mut Live, call: GuestCall) -> wasmtime::Result<Result<(),
             g.call_on_message(s, &channel, pattern.as_deref(), &payload)
                 .await
         }
+        GuestCall::OnDocument {
+            collection,
+            document,
+        } => g.call_on_document(s, &collection, &document).await,
     }
 }
 
