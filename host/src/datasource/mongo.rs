@@ -68,8 +68,8 @@ pub struct MongoDocStore {
     writer: tokio::task::JoinHandle<()>,
     feeds: Mutex<JoinSet<()>>,
     watched: Mutex<HashMap<String, Feed>>,
-    /// Watched collections, and whether they are set up yet (inserts wait for it).
-    prepared: watch::Sender<HashMap<String, bool>>,
+    /// Watched collections, and whether they are set up and read (inserts wait for it).
+    open: watch::Sender<HashMap<String, bool>>,
     shared: Weak<Shared>,
 }
 
@@ -98,8 +98,8 @@ impl MongoDocStore {
         let metrics = Arc::new(LinkMetrics::default());
         metrics.connected.store(true, Relaxed);
         let (inserts, rx) = mpsc::channel(spec.publish_buffer.max(1));
-        let (prepared, prepared_rx) = watch::channel(HashMap::new());
-        let writer = tokio::spawn(write(db.clone(), rx, prepared_rx, metrics.clone(), label));
+        let (open, open_rx) = watch::channel(HashMap::new());
+        let writer = tokio::spawn(write(db.clone(), rx, open_rx, metrics.clone(), label));
         Ok(MongoDocStore {
             spec: spec.clone(),
             db,
@@ -108,7 +108,7 @@ impl MongoDocStore {
             writer,
             feeds: Mutex::new(JoinSet::new()),
             watched: Mutex::new(HashMap::new()),
-            prepared,
+            open,
             shared,
         })
     }
@@ -128,11 +128,11 @@ impl MongoDocStore {
             };
         }
         watched.insert(collection.clone(), feed.clone());
-        self.prepared.send_modify(|m| {
+        self.open.send_modify(|m| {
             m.insert(collection.clone(), false);
         });
         let reader = Reader {
-            prepared: self.prepared.clone(),
+            open: self.open.clone(),
             coll: self.db.collection::<RawDocumentBuf>(&collection),
             db: self.db.clone(),
             shared: self.shared.clone(),
@@ -230,7 +230,7 @@ fn with_id(bytes: &[u8]) -> Result<RawDocumentBuf, String> {
 async fn write(
     db: Database,
     mut rx: mpsc::Receiver<Insert>,
-    mut prepared: watch::Receiver<HashMap<String, bool>>,
+    mut open: watch::Receiver<HashMap<String, bool>>,
     metrics: Arc<LinkMetrics>,
     label: String,
 ) {
@@ -257,10 +257,11 @@ async fn write(
             }
         }
         metrics.held.store(batch.len(), Relaxed);
-        // A watched collection is created (capped, indexed) before anything is inserted
-        // in it: an insert would create it plain. (It also keeps a concurrent create and
-        // insert away from servers that handle them badly.)
-        let _ = prepared
+        // A watched collection is set up (capped, indexed) and read before anything is
+        // inserted in it: an insert would create it plain, and what this node inserts
+        // while its own feed is closed may be missed by the node's feed. (It also keeps a
+        // concurrent create and insert away from servers that handle them badly.)
+        let _ = open
             .wait_for(|m| m.get(&collection).copied().unwrap_or(true))
             .await;
         let coll = db.collection::<RawDocumentBuf>(&collection);
@@ -314,7 +315,7 @@ fn settle(
 
 /// Reads one watched collection and pushes its new documents into the guest.
 struct Reader {
-    prepared: watch::Sender<HashMap<String, bool>>,
+    open: watch::Sender<HashMap<String, bool>>,
     db: Database,
     coll: Collection<RawDocumentBuf>,
     shared: Weak<Shared>,
@@ -330,12 +331,7 @@ impl Reader {
         loop {
             if !ready {
                 match self.prepare(&collection, &feed, ttl).await {
-                    Ok(()) => {
-                        ready = true;
-                        self.prepared.send_modify(|m| {
-                            m.insert(collection.clone(), true);
-                        });
-                    }
+                    Ok(()) => ready = true,
                     Err(e) => {
                         self.down(&format!("cannot prepare the collection: {e}"));
                         tokio::time::sleep(REOPEN_DELAY).await;
@@ -349,6 +345,12 @@ impl Reader {
             };
             if let Err(e) = res {
                 self.down(&e.to_string());
+                // The server may have come back without the collection (or with one an
+                // insert created plain): set it up again before anything is inserted.
+                ready = false;
+                self.open.send_modify(|m| {
+                    m.insert(collection.clone(), false);
+                });
                 if matches!(feed, Feed::ChangeStream(_)) && !resumable(&e) {
                     // The token is gone from the oplog: start again from now.
                     tracing::warn!(
@@ -416,7 +418,7 @@ impl Reader {
             .resume_after(at.token.clone())
             .await?
             .with_type::<RawDocumentBuf>();
-        self.up();
+        self.up(collection);
         while let Some(event) = stream.next().await {
             let event = event?;
             at.token = stream.resume_token();
@@ -430,35 +432,34 @@ impl Reader {
 
     /// Tails the capped collection until the cursor dies or fails.
     async fn tail(&self, collection: &str, at: &mut Resume) -> Result<(), MongoError> {
-        let filter = match at.last_time {
+        let filter = match (at.last_time, at.started) {
             // ObjectIds of different nodes are not ordered within a second (or across
             // clock skew): reopen a little earlier and skip what was already seen.
-            Some(t) => {
+            (Some(t), _) => {
                 doc! {"_id": {"$gte": ObjectId::from_parts(t.saturating_sub(RESUME_SLACK_S), [0; 5], [0; 3])}}
             }
-            None => {
+            // Empty when first opened: everything in it is new.
+            (None, true) => doc! {},
+            (None, false) => {
                 // First open: start after the newest document, not from history.
-                let newest = self
-                    .coll
-                    .find_one(doc! {})
-                    .sort(doc! {"$natural": -1})
-                    .await?;
+                let newest = self.coll.find_one(doc! {}).sort(doc! {"_id": -1}).await?;
                 match newest.as_ref().and_then(|d| d.get_object_id("_id").ok()) {
                     Some(id) => {
                         at.seen(id);
-                        doc! {"_id": {"$gte": id}}
+                        doc! {"_id": {"$gt": id}}
                     }
                     None => doc! {},
                 }
             }
         };
+        at.started = true;
         let mut cursor = self
             .coll
             .find(filter)
             .cursor_type(CursorType::TailableAwait)
             .max_await_time(Duration::from_secs(1))
             .await?;
-        self.up();
+        self.up(collection);
         while cursor.advance().await? {
             let doc = cursor.current();
             match doc.get_object_id("_id") {
@@ -483,7 +484,10 @@ impl Reader {
         }
     }
 
-    fn up(&self) {
+    fn up(&self, collection: &str) {
+        self.open.send_modify(|m| {
+            m.insert(collection.to_string(), true);
+        });
         if !self.metrics.connected.swap(true, Relaxed) {
             self.metrics.reconnects.fetch_add(1, Relaxed);
             tracing::info!("{}: feed reopened", self.label);
@@ -514,6 +518,8 @@ const SEEN_IDS: usize = 4096;
 #[derive(Default)]
 struct Resume {
     token: Option<mongodb::change_stream::event::ResumeToken>,
+    /// Whether the capped collection was opened once (history is skipped only then).
+    started: bool,
     last_time: Option<u32>,
     ids: HashSet<ObjectId>,
     order: VecDeque<ObjectId>,
