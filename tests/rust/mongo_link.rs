@@ -14,7 +14,7 @@ use mongodb::bson::{Document, doc};
 use tokio::sync::mpsc::UnboundedReceiver;
 use wasio::capabilities::{Event, Shared};
 use wasio::config::Connector;
-use wasio::datasource::mongo::{Feed, InsertError};
+use wasio::datasource::mongo::{Feed, InsertError, Setup};
 use wasio::datasource::{DatasourceSpec, MongoDocStore};
 
 /// A SecantusDB process storing in a directory of its own (kept across a restart).
@@ -174,8 +174,12 @@ async fn change_stream_delivers_in_order_without_our_own_documents() {
     let db = Secantus::start();
     let (mut events, link, _shared) = link(db.url(), 10_000).await;
     let filter = doc! {"fullDocument.uid": {"$ne": "me"}};
-    link.watch("ev".into(), Feed::ChangeStream(filter), None)
-        .unwrap();
+    link.watch(
+        "ev".into(),
+        Feed::ChangeStream(filter),
+        Setup::Capped(1_000_000),
+    )
+    .unwrap();
     until_open(&link, &mut events, "ev").await;
     for seq in 0..600 {
         insert(&link, "ev", doc! {"uid": "other", "seq": seq});
@@ -205,11 +209,15 @@ async fn change_stream_delivers_in_order_without_our_own_documents() {
     // Watching again with the same feed keeps the running one; another feed is refused.
     let same = doc! {"fullDocument.uid": {"$ne": "me"}};
     assert!(
-        link.watch("ev".into(), Feed::ChangeStream(same), None)
-            .is_ok()
+        link.watch(
+            "ev".into(),
+            Feed::ChangeStream(same),
+            Setup::Capped(1_000_000)
+        )
+        .is_ok()
     );
     let e = link
-        .watch("ev".into(), Feed::Capped(4096), None)
+        .watch("ev".into(), Feed::Tail, Setup::Capped(4096))
         .unwrap_err();
     assert!(e.contains("already watched"), "{e}");
 }
@@ -231,7 +239,7 @@ async fn a_capped_collection_is_tailed_from_now_on() {
         .unwrap();
 
     let (mut events, link, _shared) = link(db.url(), 10_000).await;
-    link.watch("cap".into(), Feed::Capped(1_000_000), None)
+    link.watch("cap".into(), Feed::Tail, Setup::Capped(1_000_000))
         .unwrap();
     until_open(&link, &mut events, "cap").await;
     for seq in 0..300 {
@@ -246,8 +254,12 @@ async fn a_capped_collection_is_tailed_from_now_on() {
 async fn inserts_wait_while_the_server_is_away_and_the_stream_resumes() {
     let mut db = Secantus::start();
     let (mut events, link, _shared) = link(db.url(), 20).await;
-    link.watch("ev".into(), Feed::ChangeStream(doc! {}), None)
-        .unwrap();
+    link.watch(
+        "ev".into(),
+        Feed::ChangeStream(doc! {}),
+        Setup::Capped(1_000_000),
+    )
+    .unwrap();
     until_open(&link, &mut events, "ev").await;
 
     db.stop();

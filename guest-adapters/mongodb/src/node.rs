@@ -21,6 +21,10 @@ use crate::options::{Feed, Options};
 /// cluster family has `ADAPTER_CLOSE`: nothing for this node to act on.
 const SESSION: i32 = 13;
 
+/// Rooms (targeted and excepted) one operation may name: a document naming more is
+/// taken for malformed, rather than spending the call's deadline on it.
+const MAX_ROOMS: usize = 10_000;
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
     Fetch,
@@ -101,9 +105,13 @@ impl Node {
                 Feed::ChangeStream => docstore::Feed::ChangeStream(bson_bytes(
                     &bson::doc! {"fullDocument.uid": {"$ne": &self.uid}},
                 )),
-                Feed::Capped => docstore::Feed::Capped(self.opts.capped_size),
+                Feed::Capped => docstore::Feed::Tail,
             };
-            docstore::watch(&self.opts.collection, &feed, self.opts.ttl_seconds)?;
+            let setup = match self.opts.ttl_seconds {
+                Some(seconds) => docstore::Setup::Ttl(seconds),
+                None => docstore::Setup::Capped(self.opts.capped_size),
+            };
+            docstore::watch(&self.opts.collection, &feed, setup)?;
             self.watching = true;
         }
         self.namespaces.insert(
@@ -433,6 +441,14 @@ impl Node {
         .map_err(|e| Error::Invalid(format!("document: {e}")))?;
         if msg.uid == self.uid {
             return Ok(()); // ours (a capped collection holds everyone's)
+        }
+        if let Some(opts) = msg.body.opts()
+            && opts.rooms.len() + opts.except.len() > MAX_ROOMS
+        {
+            return Err(Error::Invalid(format!(
+                "document names {} rooms, more than {MAX_ROOMS}",
+                opts.rooms.len() + opts.except.len()
+            )));
         }
         let nsp = msg.nsp;
         let Some(ns) = self.namespaces.get_mut(&nsp) else {

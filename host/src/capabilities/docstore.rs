@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::datasource::MongoDocStore;
 use crate::datasource::mongo::{self, InsertError};
 use crate::runtime::HostState;
-use crate::runtime::bindings::wasio::adapter::docstore::{Feed, Host};
+use crate::runtime::bindings::wasio::adapter::docstore::{Feed, Host, Setup};
 use crate::runtime::bindings::wasio::adapter::types::Error;
 
 impl HostState {
@@ -22,7 +22,7 @@ impl Host for HostState {
         &mut self,
         collection: String,
         feed: Feed,
-        ttl_seconds: Option<u32>,
+        setup: Setup,
     ) -> wasmtime::Result<Result<(), Error>> {
         let feed = match feed {
             Feed::ChangeStream(filter) => {
@@ -35,12 +35,15 @@ impl Host for HostState {
                     }
                 }
             }
-            Feed::Capped(size) => mongo::Feed::Capped(size),
+            Feed::Tail => mongo::Feed::Tail,
         };
-        Ok(self.docstore().and_then(|l| {
-            l.watch(collection, feed, ttl_seconds)
-                .map_err(Error::Invalid)
-        }))
+        let setup = match setup {
+            Setup::Capped(size) => mongo::Setup::Capped(size),
+            Setup::Ttl(seconds) => mongo::Setup::Ttl(seconds),
+        };
+        Ok(self
+            .docstore()
+            .and_then(|l| l.watch(collection, feed, setup).map_err(Error::Invalid)))
     }
 
     fn insert(

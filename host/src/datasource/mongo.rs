@@ -50,8 +50,17 @@ const NAMESPACE_EXISTS: i32 = 48;
 pub enum Feed {
     /// A change stream of inserts matching this `$match` filter (needs a replica set).
     ChangeStream(Document),
-    /// A capped collection of this many bytes, tailed.
+    /// A capped collection, tailed.
+    Tail,
+}
+
+/// How a watched collection is set up (the contract's `setup`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Setup {
+    /// Created capped, of this many bytes, when missing.
     Capped(u64),
+    /// A TTL index on `createdAt`, in seconds.
+    Ttl(u32),
 }
 
 struct Insert {
@@ -67,7 +76,7 @@ pub struct MongoDocStore {
     metrics: Arc<LinkMetrics>,
     writer: tokio::task::JoinHandle<()>,
     feeds: Mutex<JoinSet<()>>,
-    watched: Mutex<HashMap<String, Feed>>,
+    watched: Mutex<HashMap<String, (Feed, Setup)>>,
     /// Watched collections, and whether they are set up and read (inserts wait for it).
     open: watch::Sender<HashMap<String, bool>>,
     shared: Weak<Shared>,
@@ -116,10 +125,16 @@ impl MongoDocStore {
     /// Makes `collection` ready (capped, or a TTL index on `createdAt`) and starts
     /// feeding its new documents to the guest. Watching it again with the same feed
     /// is a no-op (a new guest instance keeps the running feed).
-    pub fn watch(&self, collection: String, feed: Feed, ttl: Option<u32>) -> Result<(), String> {
+    pub fn watch(&self, collection: String, feed: Feed, setup: Setup) -> Result<(), String> {
+        if feed == Feed::Tail && matches!(setup, Setup::Ttl(_)) {
+            return Err(format!(
+                "collection {collection}: a tailed collection must be capped, and a capped collection cannot have a TTL index"
+            ));
+        }
         let mut watched = self.watched.lock().unwrap();
+        let key = (feed.clone(), setup);
         if let Some(running) = watched.get(&collection) {
-            return if *running == feed {
+            return if *running == key {
                 Ok(())
             } else {
                 Err(format!(
@@ -127,7 +142,7 @@ impl MongoDocStore {
                 ))
             };
         }
-        watched.insert(collection.clone(), feed.clone());
+        watched.insert(collection.clone(), key);
         self.open.send_modify(|m| {
             m.insert(collection.clone(), false);
         });
@@ -142,7 +157,7 @@ impl MongoDocStore {
         self.feeds
             .lock()
             .unwrap()
-            .spawn(reader.run(collection, feed, ttl));
+            .spawn(reader.run(collection, feed, setup));
         Ok(())
     }
 
@@ -324,13 +339,13 @@ struct Reader {
 }
 
 impl Reader {
-    async fn run(self, collection: String, feed: Feed, ttl: Option<u32>) {
+    async fn run(self, collection: String, feed: Feed, setup: Setup) {
         // Set-up errors (MongoDB away) are retried with the feed.
         let mut ready = false;
         let mut cursor = Resume::default();
         loop {
             if !ready {
-                match self.prepare(&collection, &feed, ttl).await {
+                match self.prepare(&collection, setup).await {
                     Ok(()) => ready = true,
                     Err(e) => {
                         self.down(&format!("cannot prepare the collection: {e}"));
@@ -341,7 +356,7 @@ impl Reader {
             }
             let res = match &feed {
                 Feed::ChangeStream(filter) => self.stream(&collection, filter, &mut cursor).await,
-                Feed::Capped(_) => self.tail(&collection, &mut cursor).await,
+                Feed::Tail => self.tail(&collection, &mut cursor).await,
             };
             if let Err(e) = res {
                 self.down(&e.to_string());
@@ -364,39 +379,31 @@ impl Reader {
         }
     }
 
-    /// Creates the collection (capped) or its TTL index, as the options say.
-    async fn prepare(
-        &self,
-        collection: &str,
-        feed: &Feed,
-        ttl: Option<u32>,
-    ) -> Result<(), MongoError> {
-        if let Some(seconds) = ttl {
-            let index = IndexModel::builder()
-                .keys(doc! {"createdAt": 1})
-                .options(
-                    IndexOptions::builder()
-                        .expire_after(Duration::from_secs(seconds.into()))
-                        .build(),
-                )
-                .build();
-            self.coll.create_index(index).await?;
-            return Ok(());
-        }
-        let size = match feed {
-            Feed::Capped(size) => *size,
-            // The Node.js adapter's documented set-up: a capped collection of 1 MB.
-            Feed::ChangeStream(_) => 1_000_000,
-        };
-        match self
-            .db
-            .create_collection(collection)
-            .capped(true)
-            .size(size)
-            .await
-        {
-            Err(e) if code(&e) == Some(NAMESPACE_EXISTS) => Ok(()),
-            other => other,
+    /// Creates the collection (capped) or its TTL index, as the guest says.
+    async fn prepare(&self, collection: &str, setup: Setup) -> Result<(), MongoError> {
+        match setup {
+            Setup::Ttl(seconds) => {
+                let index = IndexModel::builder()
+                    .keys(doc! {"createdAt": 1})
+                    .options(
+                        IndexOptions::builder()
+                            .expire_after(Duration::from_secs(seconds.into()))
+                            .build(),
+                    )
+                    .build();
+                self.coll.create_index(index).await?;
+                Ok(())
+            }
+            Setup::Capped(size) => match self
+                .db
+                .create_collection(collection)
+                .capped(true)
+                .size(size)
+                .await
+            {
+                Err(e) if code(&e) == Some(NAMESPACE_EXISTS) => Ok(()),
+                other => other,
+            },
         }
     }
 
