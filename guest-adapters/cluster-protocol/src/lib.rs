@@ -162,18 +162,6 @@ impl Body {
         }
     }
 
-    /// The target options of an operation, if it has any.
-    pub fn opts(&self) -> Option<&Opts> {
-        match self {
-            Body::Broadcast { opts, .. }
-            | Body::SocketsJoin { opts, .. }
-            | Body::SocketsLeave { opts, .. }
-            | Body::DisconnectSockets { opts, .. }
-            | Body::FetchSockets { opts, .. } => Some(opts),
-            _ => None,
-        }
-    }
-
     /// Whether this answers a request (and so goes to the requester alone).
     pub fn is_response(&self) -> bool {
         matches!(

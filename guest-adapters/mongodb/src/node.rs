@@ -430,6 +430,12 @@ impl Node {
     /// A document from the collection. Malformed ones are errors (the host drops and
     /// counts them); those of namespaces this node lacks, and our own, are ignored.
     pub fn on_document(&mut self, document: &[u8]) -> Result<(), Error> {
+        let named = rooms_named(document)?;
+        if named > MAX_ROOMS {
+            return Err(Error::Invalid(format!(
+                "document names {named} rooms, more than {MAX_ROOMS}"
+            )));
+        }
         let raw = Document::from_reader(document)
             .map_err(|e| Error::Invalid(format!("document is not BSON: {e}")))?;
         if raw.get_i32("type") == Ok(SESSION) {
@@ -442,14 +448,7 @@ impl Node {
         if msg.uid == self.uid {
             return Ok(()); // ours (a capped collection holds everyone's)
         }
-        if let Some(opts) = msg.body.opts()
-            && opts.rooms.len() + opts.except.len() > MAX_ROOMS
-        {
-            return Err(Error::Invalid(format!(
-                "document names {} rooms, more than {MAX_ROOMS}",
-                opts.rooms.len() + opts.except.len()
-            )));
-        }
+
         let nsp = msg.nsp;
         let Some(ns) = self.namespaces.get_mut(&nsp) else {
             return Ok(());
@@ -580,6 +579,21 @@ impl Node {
         }
         self.finish_if_done(request_id);
     }
+}
+
+/// How many rooms `data.opts` names (targeted and excepted), read without decoding the
+/// document, so that an oversized one costs little.
+fn rooms_named(document: &[u8]) -> Result<usize, Error> {
+    let raw = bson::RawDocument::from_bytes(document)
+        .map_err(|e| Error::Invalid(format!("document is not BSON: {e}")))?;
+    let Ok(opts) = raw
+        .get_document("data")
+        .and_then(|data| data.get_document("opts"))
+    else {
+        return Ok(0);
+    };
+    let count = |key: &str| opts.get_array(key).map_or(0, |a| a.into_iter().count());
+    Ok(count("rooms") + count("except"))
 }
 
 fn warn(msg: &str) {

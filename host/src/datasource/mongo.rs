@@ -418,13 +418,27 @@ impl Reader {
         if !filter.is_empty() {
             and.push(Bson::Document(filter.clone()));
         }
-        let mut stream = self
+        let opened = self
             .coll
             .watch()
             .pipeline([doc! {"$match": {"$and": and}}])
             .resume_after(at.token.clone())
-            .await?
-            .with_type::<RawDocumentBuf>();
+            .await;
+        let mut stream = match opened {
+            Ok(s) => s.with_type::<RawDocumentBuf>(),
+            Err(e) => {
+                // The server answered but would not resume (its history no longer holds
+                // the token, or it lost the collection): start again from now.
+                if at.token.is_some() && code(&e).is_some() {
+                    tracing::warn!(
+                        "{}: change stream cannot resume ({e}); restarting from now, documents in between are lost",
+                        self.label
+                    );
+                    at.token = None;
+                }
+                return Err(e);
+            }
+        };
         self.up(collection);
         while let Some(event) = stream.next().await {
             let event = event?;
