@@ -1,11 +1,14 @@
-// Mixed clusters on one Redis: N wasio test nodes (`wasio-test-node`, tests/node/main.rs)
-// and M Node.js socket.io nodes (lib/node-node.js), all with the same channel prefix,
-// each with the client relay protocol and an `/ops` namespace to drive cluster operations.
+// Mixed clusters on one Redis or one MongoDB: N wasio test nodes (`wasio-test-node`,
+// tests/node/main.rs) and M Node.js socket.io nodes (lib/node-node.js), all with the same
+// channel prefix (Redis) or collection (MongoDB), each with the client relay protocol and an
+// `/ops` namespace to drive cluster operations.
 //
 // WASIO_TEST_NODE_BIN    the wasio test node (default: wasio-test-node beside WASIO_BIN)
 // WASIO_TEST_REDIS_URL   the shared Redis (default redis://127.0.0.1:6379)
-// WASIO_REDIS_REFERENCE=1  run every "wasio" node as a Node.js node instead, to check the
-//                        tests themselves against Node's adapter (npm run test:redis-reference)
+// WASIO_REDIS_REFERENCE=1  run every "wasio" node of a Redis cluster as a Node.js node instead,
+//                        to check the tests themselves against Node's adapter
+//                        (npm run test:redis-reference)
+// WASIO_MONGO_REFERENCE=1  the same for MongoDB clusters (npm run test:mongo-reference)
 "use strict";
 
 const { spawn } = require("node:child_process");
@@ -16,6 +19,7 @@ const { freePort, tempDir, writeFile, httpGet } = require("./server");
 
 const REDIS_URL = process.env.WASIO_TEST_REDIS_URL || "redis://127.0.0.1:6379";
 const REFERENCE = process.env.WASIO_REDIS_REFERENCE === "1";
+const MONGO_REFERENCE = process.env.WASIO_MONGO_REFERENCE === "1";
 const START_TIMEOUT_MS = Number(process.env.WASIO_TEST_START_TIMEOUT_MS || 20000);
 const STOP_TIMEOUT_MS = 5000;
 const OP_TIMEOUT_MS = 8000;
@@ -59,6 +63,35 @@ function wasioConfig({ namespaces, redisUrl, requestTimeoutMs, adapterOptions, p
 }
 
 /**
+ * The config of a wasio node on MongoDB (`builtin:mongodb`, datasource `db`), as TOML.
+ * `adapterOptions` go to `[adapter.options]` as they are (undefined ones left out).
+ */
+function wasioMongoConfig({ namespaces, mongoUrl, requestTimeoutMs, adapterOptions }) {
+  const lines = [
+    "[server]",
+    "port = 0",
+    `namespaces = ${JSON.stringify(namespaces)}`,
+    "",
+    "[adapter]",
+    'wasm = "builtin:mongodb"',
+    'datasource = "db"',
+    `request_timeout_ms = ${requestTimeoutMs}`,
+    "",
+    "[adapter.options]",
+  ];
+  for (const [k, v] of Object.entries(adapterOptions)) {
+    if (v !== undefined) lines.push(`${k} = ${JSON.stringify(v)}`);
+  }
+  lines.push("", "[datasources.db]", 'connector = "mongodb"', `url = ${JSON.stringify(mongoUrl)}`, "");
+  return lines.join("\n");
+}
+
+/** The adapter options of a MongoDB node (wasio's `[adapter.options]`, Node's createAdapter). */
+function mongoOptions({ collection, mongoMode, requestsTimeout, heartbeatInterval, heartbeatTimeout, addCreatedAtField, ttlSeconds, cappedSize }) {
+  return { collection, mode: mongoMode, requestsTimeout, heartbeatInterval, heartbeatTimeout, addCreatedAtField, ttlSeconds, cappedSize };
+}
+
+/**
  * Starts one node (`role` "wasio" or "node") and resolves once GET /healthz answers and
  * its `/ops` socket is connected. The handle:
  *   name, role, kind ("wasio" | "node": what actually runs), url, port, pid
@@ -69,13 +102,27 @@ function wasioConfig({ namespaces, redisUrl, requestTimeoutMs, adapterOptions, p
  *   exited()          null while running, else {code, signal}
  *   stop()            SIGTERM (SIGKILL after 5 s); resolves {code, signal, stderr, exitedEarly}
  */
-async function startNode({ role, name, mode, key, requestsTimeout, specific, subscriptionMode, redisUrl, namespaces, publishBuffer }) {
-  const kind = role === "wasio" && !REFERENCE ? "wasio" : "node";
+async function startNode(spec) {
+  const { role, name, backend = "redis", mode, key, requestsTimeout, specific, subscriptionMode, redisUrl, mongoUrl, namespaces, publishBuffer } = spec;
+  const reference = backend === "mongodb" ? MONGO_REFERENCE : REFERENCE;
+  const kind = role === "wasio" && !reference ? "wasio" : "node";
   const { dir, cleanup } = await tempDir();
   const port = await freePort();
   let cmd;
   let args;
-  if (kind === "wasio") {
+  if (backend === "mongodb") {
+    const adapterOptions = mongoOptions(spec);
+    if (kind === "wasio") {
+      const config = wasioMongoConfig({ namespaces, mongoUrl, requestTimeoutMs: Math.max(2000, requestsTimeout * 2), adapterOptions });
+      const configPath = await writeFile(dir, "config.toml", config);
+      cmd = testNodeBin();
+      args = ["--config", configPath, "--port", String(port), "--name", name];
+    } else {
+      cmd = process.execPath;
+      const options = { ...adapterOptions, mode: undefined, uid: spec.uid, namespaces };
+      args = [NODE_SCRIPT, "--port", String(port), "--name", name, "--mongo", mongoUrl, "--options", JSON.stringify(options)];
+    }
+  } else if (kind === "wasio") {
     const adapterOptions = {
       key,
       requestsTimeout,
@@ -120,6 +167,7 @@ async function startNode({ role, name, mode, key, requestsTimeout, specific, sub
     name,
     role,
     kind,
+    backend,
     url,
     port,
     pid: child.pid,
@@ -230,6 +278,7 @@ async function waitServerCount(nodes, n, namespaces, timeoutMs = 10000) {
  * `connect` gives a client (websocket unless told) closed by `stop()` or `closeClients()`.
  */
 async function startCluster({
+  backend = "redis",
   wasio = 2,
   node = 1,
   mode = "classic",
@@ -240,16 +289,48 @@ async function startCluster({
   redisUrl = REDIS_URL,
   namespaces = ["/", "/chat"],
   publishBuffer,
+  // MongoDB (backend "mongodb"): the wasio nodes' `mode` is `mongoMode`
+  mongoUrl,
+  collection = "socket.io-adapter-events",
+  mongoMode = "change-stream",
+  heartbeatInterval = 500,
+  heartbeatTimeout = 1500,
+  addCreatedAtField,
+  ttlSeconds,
+  cappedSize,
 } = {}) {
-  const common = { mode, key, requestsTimeout, specific, subscriptionMode, redisUrl, namespaces, publishBuffer };
+  if (backend === "mongodb" && !mongoUrl) throw new Error("startCluster: backend mongodb needs mongoUrl");
+  const common = {
+    backend,
+    mode,
+    key,
+    requestsTimeout,
+    specific,
+    subscriptionMode,
+    redisUrl,
+    namespaces,
+    publishBuffer,
+    mongoUrl,
+    collection,
+    mongoMode,
+    heartbeatInterval,
+    heartbeatTimeout,
+    addCreatedAtField,
+    ttlSeconds,
+    cappedSize,
+  };
   const specs = [
     ...Array.from({ length: wasio }, (_, i) => ({ role: "wasio", name: `W${i + 1}` })),
     ...Array.from({ length: node }, (_, i) => ({ role: "node", name: `N${i + 1}` })),
   ];
   const cluster = {
+    backend,
     key,
     mode,
     redisUrl,
+    mongoUrl,
+    collection,
+    mongoMode,
     namespaces,
     nodes: [],
     byName: {},
@@ -279,6 +360,13 @@ async function startCluster({
         }
       }
     },
+    /** Starts one more node with the cluster's settings (`role`, `name`, overrides). */
+    async add(spec) {
+      const n = await startNode({ ...common, ...spec });
+      cluster.nodes.push(n);
+      cluster.byName[n.name] = n;
+      return n;
+    },
     async stop() {
       cluster.closeClients();
       const results = await Promise.all(cluster.nodes.map((n) => n.stop()));
@@ -302,4 +390,4 @@ async function startCluster({
   return cluster;
 }
 
-module.exports = { REDIS_URL, REFERENCE, startCluster, startNode, until, waitServerCount, wasioConfig };
+module.exports = { REDIS_URL, REFERENCE, MONGO_REFERENCE, startCluster, startNode, until, waitServerCount, wasioConfig, wasioMongoConfig };

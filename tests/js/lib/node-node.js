@@ -1,31 +1,35 @@
 #!/usr/bin/env node
-// A Node.js socket.io 4.8 server with the official `@socket.io/redis-adapter` 8.3, for the
-// mixed-cluster interop tests: the same client relay protocol as wasio (the handlers of
-// reference/wasio-ref.js) and the same `/ops` namespace as `wasio-test-node`
-// (tests/node/main.rs), each op done with socket.io's own API.
+// A Node.js socket.io 4.8 server with the official `@socket.io/redis-adapter` 8.3 or
+// `@socket.io/mongo-adapter` 0.4, for the mixed-cluster interop tests: the same client relay
+// protocol as wasio (the handlers of reference/wasio-ref.js) and the same `/ops` namespace as
+// `wasio-test-node` (tests/node/main.rs), each op done with socket.io's own API.
 //
 // Usage: node lib/node-node.js --port N --name NAME --redis URL --options JSON
 //   options: {mode: "classic"|"sharded", key, requestsTimeout, publishOnSpecificResponseChannel,
 //             subscriptionMode, namespaces}
+//    or:   node lib/node-node.js --port N --name NAME --mongo URL --options JSON
+//   options: {collection, uid, requestsTimeout, heartbeatInterval, heartbeatTimeout,
+//             addCreatedAtField, ttlSeconds, cappedSize, namespaces}
+//   The database is the URL's. As the adapter's README says: the collection is created
+//   capped (`cappedSize` bytes, default 1e6; "already exists" ignored), or, with
+//   `addCreatedAtField` or `ttlSeconds`, gets a TTL index on `createdAt` (`ttlSeconds`,
+//   default 3600) and the adapter adds `createdAt` to its documents.
 //
 // WASIO_NODE_BREAK=<feature> removes one feature of this node's /ops, to check that the
-// interop tests notice (run with WASIO_REDIS_REFERENCE=1):
+// interop tests notice (run with WASIO_REDIS_REFERENCE=1 / WASIO_MONGO_REFERENCE=1):
 //   local-broadcast (broadcasts stay on this node) | except (ignored) | fetch-local |
 //   fetch-details (no rooms/data/handshake) | rooms-local | join-local (socketsJoin/Leave
 //   and disconnectSockets stay on this node) | sse-self (serverSideEmit also runs here) |
 //   sse-ack (acks with a wrong name) | ack-local (broadcast with ack on this node only)
 //
-// GET /healthz answers {status, name, kind: "node", datasource: {connector, connected,
-// reconnects}, errors}; `errors` lists exceptions the process survived (the adapter throws
-// on some malformed messages; this process records them instead of dying, and the tests
-// report them).
+// GET /healthz answers {status, name, kind: "node", uid (mongo: the adapter's), datasource:
+// {connector, connected, reconnects}, errors}; `errors` lists exceptions the process
+// survived (the adapters throw on some malformed messages; this process records them
+// instead of dying, and the tests report them).
 "use strict";
 
 const http = require("node:http");
 const { Server } = require("socket.io");
-const { createClient } = require("redis");
-const { createAdapter } = require("@socket.io/redis-adapter");
-const { createShardedAdapter } = require("@socket.io/redis-adapter");
 const { register } = require("../reference/wasio-ref");
 
 const BREAK = process.env.WASIO_NODE_BREAK || "";
@@ -34,7 +38,7 @@ const BREAK = process.env.WASIO_NODE_BREAK || "";
 const SERVER_SIDE_EVENTS = ["sse"];
 
 function parseArgs(argv) {
-  const args = { port: 0, name: "node", redis: "redis://127.0.0.1:6379", options: {} };
+  const args = { port: 0, name: "node", redis: "redis://127.0.0.1:6379", mongo: null, options: {} };
   for (let i = 0; i < argv.length; i++) {
     const v = argv[++i];
     switch (argv[i - 1]) {
@@ -46,6 +50,9 @@ function parseArgs(argv) {
         break;
       case "--redis":
         args.redis = v;
+        break;
+      case "--mongo":
+        args.mongo = v;
         break;
       case "--options":
         args.options = JSON.parse(v);
@@ -73,11 +80,10 @@ function ok(fields = {}) {
   return { ok: true, ...fields };
 }
 
-async function main() {
-  const args = parseArgs(process.argv.slice(2));
-  const opts = { mode: "classic", key: "socket.io", namespaces: ["/", "/chat"], ...args.options };
-  const name = args.name;
-
+/** The Redis adapter (classic or sharded), and the link's state for /healthz. */
+async function redisAdapter(args, opts, name) {
+  const { createClient } = require("redis");
+  const { createAdapter, createShardedAdapter } = require("@socket.io/redis-adapter");
   const pub = createClient({ url: args.redis });
   const sub = pub.duplicate();
   let reconnects = 0;
@@ -98,6 +104,73 @@ async function main() {
           requestsTimeout: opts.requestsTimeout,
           publishOnSpecificResponseChannel: !!opts.publishOnSpecificResponseChannel,
         });
+  return {
+    adapter,
+    datasource: () => ({ connector: "redis", connected: pub.isReady && sub.isReady, reconnects }),
+    close: () => Promise.allSettled([pub.quit(), sub.quit()]),
+  };
+}
+
+/**
+ * The MongoDB adapter (change streams on one collection), set up as its README says, and
+ * the link's state for /healthz (from the driver's server monitoring: `connected` while the
+ * server is known, `reconnects` counts its returns).
+ */
+async function mongoAdapter(args, opts, name) {
+  const { MongoClient } = require("mongodb");
+  const { createAdapter } = require("@socket.io/mongo-adapter");
+  const client = new MongoClient(args.mongo, { heartbeatFrequencyMS: 500, serverSelectionTimeoutMS: 10000 });
+  let connected = false;
+  let everConnected = false;
+  let reconnects = 0;
+  client.on("serverDescriptionChanged", (ev) => {
+    const up = ev.newDescription.type !== "Unknown";
+    if (up && !connected && everConnected) reconnects++;
+    if (up) everConnected = true;
+    connected = up;
+  });
+  client.on("error", (err) => process.stderr.write(`node-node ${name}: mongodb: ${err.message}\n`));
+  await client.connect();
+  connected = true;
+  everConnected = true;
+  const db = client.db();
+  const collName = opts.collection || "socket.io-adapter-events";
+  const ttl = !!(opts.addCreatedAtField || opts.ttlSeconds);
+  if (ttl) {
+    // The README adds `background: true`, an option MongoDB ignores since 4.2; SecantusDB
+    // refuses it as a conflict when the same index exists without it (made by a wasio node).
+    await db.collection(collName).createIndex({ createdAt: 1 }, { expireAfterSeconds: opts.ttlSeconds || 3600 });
+  } else {
+    try {
+      await db.createCollection(collName, { capped: true, size: opts.cappedSize || 1e6 });
+    } catch {
+      // collection already exists
+    }
+  }
+  const collection = db.collection(collName);
+  const adapterOpts = {
+    requestsTimeout: opts.requestsTimeout,
+    heartbeatInterval: opts.heartbeatInterval,
+    heartbeatTimeout: opts.heartbeatTimeout,
+    addCreatedAtField: ttl,
+  };
+  if (opts.uid) adapterOpts.uid = opts.uid;
+  const adapter = createAdapter(collection, adapterOpts);
+  return {
+    adapter,
+    uid: adapterOpts.uid,
+    datasource: () => ({ connector: "mongodb", connected, reconnects, collection: collName }),
+    close: () => client.close(true).catch(() => {}),
+  };
+}
+
+async function main() {
+  const args = parseArgs(process.argv.slice(2));
+  const opts = { mode: "classic", key: "socket.io", namespaces: ["/", "/chat"], ...args.options };
+  const name = args.name;
+
+  const backend = args.mongo ? await mongoAdapter(args, opts, name) : await redisAdapter(args, opts, name);
+  const { adapter } = backend;
 
   const httpServer = http.createServer((req, res) => {
     if (req.url.split("?")[0] === "/healthz") {
@@ -107,7 +180,8 @@ async function main() {
           status: "ok",
           name,
           kind: "node",
-          datasource: { connector: "redis", connected: pub.isReady && sub.isReady, reconnects },
+          uid: backend.uid,
+          datasource: backend.datasource(),
           errors,
         }),
       );
@@ -257,7 +331,7 @@ async function main() {
   );
   const stop = async () => {
     io.close();
-    await Promise.allSettled([pub.quit(), sub.quit()]);
+    await backend.close();
     process.exit(0);
   };
   process.on("SIGTERM", stop);
