@@ -6,13 +6,17 @@
 //! publish is `42<id>["publish",{"event":"bench","data":"<payload>"}]` (ack `43<id>[{...}]`)
 //! and a delivery `42["bench","<payload>"]`. The payload string is `<seq:16 hex><send time,
 //! ns since the run's base instant: 16 hex>` padded with `x` to `--payload` bytes; senders
-//! and receivers share one process and so one clock.
+//! and receivers share one process and so one clock. The node a publish was sent to is
+//! noted by sequence number, so that deliveries through the cluster's backend (a client on
+//! another node) are timed apart as well.
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures_util::SinkExt;
 use futures_util::stream::{self, SplitSink, StreamExt};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU8, AtomicU32, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, Notify, watch};
@@ -56,6 +60,8 @@ pub struct Outcome {
     pub measure: Duration,
     /// Latencies of the deliveries received in the window, µs, sorted.
     pub latencies_us: Vec<u32>,
+    /// Those of them to clients on another node than the sender's (through the backend).
+    pub cross_latencies_us: Vec<u32>,
     /// Deliveries of workload publishes that never arrived (after a drain).
     pub lost: u64,
     /// Publishes whose ack carried an error.
@@ -72,13 +78,21 @@ impl Outcome {
         self.deliveries as f64 / self.measure.as_secs_f64()
     }
     pub fn quantile_us(&self, q: f64) -> Option<u32> {
-        let n = self.latencies_us.len();
-        if n == 0 {
-            return None;
-        }
-        let i = ((q * n as f64).ceil() as usize).clamp(1, n) - 1;
-        Some(self.latencies_us[i])
+        quantile(&self.latencies_us, q)
     }
+    /// The same over the cross-node deliveries.
+    pub fn cross_quantile_us(&self, q: f64) -> Option<u32> {
+        quantile(&self.cross_latencies_us, q)
+    }
+}
+
+fn quantile(sorted: &[u32], q: f64) -> Option<u32> {
+    let n = sorted.len();
+    if n == 0 {
+        return None;
+    }
+    let i = ((q * n as f64).ceil() as usize).clamp(1, n) - 1;
+    Some(sorted[i])
 }
 
 struct Shared {
@@ -86,6 +100,8 @@ struct Shared {
     /// Deliveries expected per publish: every client gets every broadcast.
     expected: u32,
     counts: Box<[AtomicU32]>,
+    /// The node each publish was sent to, indexed as `counts`.
+    origin: Box<[AtomicU8]>,
     issued: AtomicU64,
     completed: AtomicU64,
     /// Publishes that no longer count as in flight (probes before the cluster was
@@ -116,12 +132,16 @@ impl Shared {
 #[derive(Default)]
 struct Tally {
     latencies_us: Vec<u32>,
+    cross_latencies_us: Vec<u32>,
     in_window: u64,
 }
 
 pub async fn run(plan: &Plan) -> Result<Outcome> {
     if plan.senders == 0 || plan.senders > plan.clients {
         bail!("--senders must be between 1 and --clients");
+    }
+    if plan.nodes.len() > usize::from(u8::MAX) {
+        bail!("at most 255 nodes");
     }
     if plan.payload < 32 {
         bail!("--payload must be at least 32 bytes (sequence + send time)");
@@ -130,6 +150,7 @@ pub async fn run(plan: &Plan) -> Result<Outcome> {
         base: Instant::now(),
         expected: plan.clients as u32,
         counts: (0..RING).map(|_| AtomicU32::new(0)).collect(),
+        origin: (0..RING).map(|_| AtomicU8::new(0)).collect(),
         issued: AtomicU64::new(0),
         completed: AtomicU64::new(0),
         forgiven: AtomicU64::new(0),
@@ -170,6 +191,7 @@ pub async fn run(plan: &Plan) -> Result<Outcome> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut clients = Vec::new();
     let mut sinks = Vec::new();
+    let node_of = |i: usize| (i % plan.nodes.len()) as u8;
     for (i, ws) in conns {
         if i < plan.senders {
             let (sink, rx) = ws.split();
@@ -178,12 +200,14 @@ pub async fn run(plan: &Plan) -> Result<Outcome> {
             clients.push(tokio::spawn(receive(
                 shared.clone(),
                 Reader::Split(rx, sink),
+                node_of(i),
                 stop_rx.clone(),
             )));
         } else {
             clients.push(tokio::spawn(receive(
                 shared.clone(),
                 Reader::Whole(Box::new(ws)),
+                node_of(i),
                 stop_rx.clone(),
             )));
         }
@@ -195,7 +219,14 @@ pub async fn run(plan: &Plan) -> Result<Outcome> {
     let mut ready = false;
     for attempt in 0..20 {
         let before = shared.completed.load(Relaxed);
-        publish(&shared, probe_sink, attempt, plan.payload).await?;
+        publish(
+            &shared,
+            probe_sink,
+            node_of(sinks[0].0),
+            attempt,
+            plan.payload,
+        )
+        .await?;
         let deadline = Instant::now() + Duration::from_millis(500);
         while Instant::now() < deadline {
             if shared.completed.load(Relaxed) > before {
@@ -228,9 +259,10 @@ pub async fn run(plan: &Plan) -> Result<Outcome> {
         .map(|(i, sink)| {
             let (shared, sink, plan) = (shared.clone(), sink.clone(), plan.clone());
             let first_ack = 1000 + *i as u64 * 1_000_000_000;
-            tokio::spawn(
-                async move { send_loop(&shared, &sink, &plan, window_end, first_ack).await },
-            )
+            let node = node_of(*i);
+            tokio::spawn(async move {
+                send_loop(&shared, &sink, node, &plan, window_end, first_ack).await
+            })
         })
         .collect();
     tokio::time::sleep(Duration::from_nanos(
@@ -272,17 +304,21 @@ pub async fn run(plan: &Plan) -> Result<Outcome> {
     let _ = stop_tx.send(true);
     let mut deliveries = 0;
     let mut latencies_us = Vec::new();
+    let mut cross_latencies_us = Vec::new();
     for c in clients {
         let tally = c.await??;
         deliveries += tally.in_window;
         latencies_us.extend(tally.latencies_us);
+        cross_latencies_us.extend(tally.cross_latencies_us);
     }
     latencies_us.sort_unstable();
+    cross_latencies_us.sort_unstable();
     Ok(Outcome {
         deliveries,
         publishes: shared.published_in_window.load(Relaxed),
         measure: plan.measure,
         latencies_us,
+        cross_latencies_us,
         lost,
         ack_errors: shared.ack_errors.load(Relaxed),
         stalls: shared.stalls.load(Relaxed),
@@ -348,6 +384,7 @@ enum Reader {
 async fn receive(
     shared: Arc<Shared>,
     mut reader: Reader,
+    node: u8,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Tally> {
     let mut tally = Tally::default();
@@ -372,7 +409,7 @@ async fn receive(
         };
         let text = text.as_str();
         if let Some(p) = text.strip_prefix(DELIVERY_PREFIX) {
-            deliver(&shared, p, &mut tally);
+            deliver(&shared, p, node, &mut tally);
         } else if text == "2" {
             let pong = Message::text("3");
             match &mut reader {
@@ -386,7 +423,7 @@ async fn receive(
     Ok(tally)
 }
 
-fn deliver(shared: &Shared, payload: &str, tally: &mut Tally) {
+fn deliver(shared: &Shared, payload: &str, node: u8, tally: &mut Tally) {
     let now = shared.now_ns();
     let (Some(seq), Some(sent)) = (
         payload
@@ -405,14 +442,19 @@ fn deliver(shared: &Shared, payload: &str, tally: &mut Tally) {
     }
     if shared.in_window(now) {
         tally.in_window += 1;
-        let us = now.saturating_sub(sent) / 1000;
-        tally.latencies_us.push(us.min(u64::from(u32::MAX)) as u32);
+        let us = (now.saturating_sub(sent) / 1000).min(u64::from(u32::MAX)) as u32;
+        tally.latencies_us.push(us);
+        if shared.origin[seq as usize % RING].load(Acquire) != node {
+            tally.cross_latencies_us.push(us);
+        }
     }
 }
 
-async fn publish(shared: &Shared, sink: &Sink, ack: u64, payload: usize) -> Result<()> {
+/// Publish through `sink`, a client of node `node`.
+async fn publish(shared: &Shared, sink: &Sink, node: u8, ack: u64, payload: usize) -> Result<()> {
     let seq = shared.issued.fetch_add(1, Relaxed);
     shared.counts[seq as usize % RING].store(0, Relaxed);
+    shared.origin[seq as usize % RING].store(node, Release);
     let sent = shared.now_ns();
     let data = format!("{seq:016x}{sent:016x}{:x<pad$}", "", pad = payload - 32);
     let msg = format!("42{ack}[\"publish\",{{\"event\":\"{EVENT}\",\"data\":\"{data}\"}}]");
@@ -426,6 +468,7 @@ async fn publish(shared: &Shared, sink: &Sink, ack: u64, payload: usize) -> Resu
 async fn send_loop(
     shared: &Shared,
     sink: &Sink,
+    node: u8,
     plan: &Plan,
     end: u64,
     first_ack: u64,
@@ -453,7 +496,7 @@ async fn send_loop(
         if let Some(t) = &mut ticker {
             t.tick().await;
         }
-        publish(shared, sink, ack, plan.payload).await?;
+        publish(shared, sink, node, ack, plan.payload).await?;
         ack += 1;
     }
     Ok(())

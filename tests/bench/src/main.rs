@@ -1,16 +1,21 @@
 //! `wasio-bench`: cluster benchmarks of wasio against native socketioxide and Node.js
-//! socket.io, each system run in turn on the same machine, the same Redis and the same
-//! load generator, and printed as one table.
+//! socket.io, each system run in turn on the same machine, the same Redis (or MongoDB) and
+//! the same load generator, and printed as one table.
 //!
 //! ```text
 //! wasio-bench fanout --clients 1000 --nodes 2 --seconds 10   # the workloads
+//! wasio-bench fanout --systems wasio,wasio-mongo,node,node-mongo [--mongodb URL]
 //! wasio-bench native-node --port P --redis URL --key K       # a native node (spawned by fanout)
 //! ```
+//!
+//! The MongoDB systems use `--mongodb`, or else a SecantusDB the bench starts for the run
+//! (see [`orchestrate`]).
 //!
 //! A workload is a [`Workload`] (a subcommand) and a system a [`System`] (`--systems`):
 //! adding either is adding a variant and its arm.
 
 mod loadgen;
+mod mongo;
 mod native;
 mod orchestrate;
 
@@ -59,6 +64,11 @@ pub enum System {
     NativeNodelay,
     /// Node.js socket.io 4.8 + @socket.io/redis-adapter 8.3 (`tests/bench/node/server.js`).
     Node,
+    /// `wasio serve` with the builtin MongoDB guest (change streams on one collection).
+    WasioMongo,
+    /// Node.js socket.io 4.8 + @socket.io/mongo-adapter 0.4 on a capped collection
+    /// (`tests/bench/node/server.js --mongodb`).
+    NodeMongo,
 }
 
 impl System {
@@ -68,7 +78,14 @@ impl System {
             System::Native => "native socketioxide-redis",
             System::NativeNodelay => "native, TCP_NODELAY",
             System::Node => "Node.js redis-adapter",
+            System::WasioMongo => "wasio + MongoDB guest",
+            System::NodeMongo => "Node.js mongo-adapter",
         }
+    }
+
+    /// Whether it runs on MongoDB (else on Redis).
+    pub fn on_mongodb(self) -> bool {
+        matches!(self, System::WasioMongo | System::NodeMongo)
     }
 }
 
@@ -77,7 +94,8 @@ pub struct RunArgs {
     /// Socket.IO clients in all, spread evenly over the nodes (round robin).
     #[arg(long, default_value_t = 1000)]
     pub clients: usize,
-    /// Server processes per system, one cluster on a fresh Redis key prefix.
+    /// Server processes per system, one cluster on a fresh Redis key prefix (MongoDB:
+    /// collection).
     #[arg(long, default_value_t = 2)]
     pub nodes: usize,
     /// Length of the measured window, seconds.
@@ -106,9 +124,15 @@ pub struct RunArgs {
     /// Systems to run, in order.
     #[arg(long, value_delimiter = ',', default_value = "wasio,native,node")]
     pub systems: Vec<System>,
-    /// The Redis all systems use.
+    /// The Redis the Redis systems use.
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     pub redis: String,
+    /// The MongoDB the MongoDB systems use (the database is the URL's path, e.g.
+    /// `mongodb://127.0.0.1:27017/wasio_bench?replicaSet=rs0`: change streams need a
+    /// replica set). Without it, the bench starts a SecantusDB of its own for the run:
+    /// `$WASIO_SECANTUSD`, or `tests/py/.venv/bin/secantusd-py` (installed there if missing).
+    #[arg(long)]
+    pub mongodb: Option<String>,
     /// The wasio binary (`cargo build --release -p wasio` first).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/release/wasio"))]
     pub wasio_bin: PathBuf,

@@ -1,7 +1,10 @@
 //! Runs a workload against each system in turn: start its nodes on free ports and a fresh
-//! Redis key prefix, run the load generator, stop the nodes; then print one table.
+//! Redis key prefix (MongoDB: collection), run the load generator, stop the nodes; then
+//! print one table. A MongoDB system in `--systems` without `--mongodb` starts a
+//! SecantusDB for the whole run first ([`crate::mongo`]).
 
 use crate::loadgen::{self, Outcome, Plan};
+use crate::mongo::Mongo;
 use crate::{RunArgs, System, Workload};
 use anyhow::{Context, Result, bail};
 use std::fmt::Write as _;
@@ -18,6 +21,18 @@ pub fn run(workload: Workload, args: RunArgs) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("wasio-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let load_before = load_average();
+    let mongo = if args.systems.iter().any(|s| s.on_mongodb()) {
+        match rt.block_on(Mongo::start(args.mongodb.as_deref(), &dir)) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e.context("starting the MongoDB of the MongoDB systems"));
+            }
+        }
+    } else {
+        None
+    };
     let mut runs: Vec<Vec<Result<Outcome>>> = args.systems.iter().map(|_| Vec::new()).collect();
     for round in 0..args.rounds.max(1) {
         for (s, &system) in args.systems.iter().enumerate() {
@@ -30,14 +45,23 @@ pub fn run(workload: Workload, args: RunArgs) -> Result<()> {
             );
             let key =
                 format!("bench-{stamp}-{}-{system:?}-{round}", std::process::id()).to_lowercase();
-            let outcome = rt.block_on(run_system(workload, system, &args, &dir, &key));
+            let outcome = rt.block_on(run_system(
+                workload,
+                system,
+                &args,
+                mongo.as_ref(),
+                &dir,
+                &key,
+            ));
             match &outcome {
                 Ok(o) => eprintln!(
-                    "  {:.0} deliveries/s, {} publishes in window, p50 {}, p99 {}, lost {}, ack errors {}, stalls {}, CPU s {:.1?}",
+                    "  {:.0} deliveries/s, {} publishes in window, p50 {}, p99 {} (cross-node {} / {}), lost {}, ack errors {}, stalls {}, CPU s {:.1?}",
                     o.per_second(),
                     o.publishes,
                     ms(o.quantile_us(0.5)),
                     ms(o.quantile_us(0.99)),
+                    ms(o.cross_quantile_us(0.5)),
+                    ms(o.cross_quantile_us(0.99)),
                     o.lost,
                     o.ack_errors,
                     o.stalls,
@@ -55,7 +79,19 @@ pub fn run(workload: Workload, args: RunArgs) -> Result<()> {
         .zip(runs)
         .map(|(&system, outcomes)| Row::of(system, outcomes))
         .collect();
-    println!("{}", report(workload, &args, &rows));
+    let load = format!("{load_before} at the start, {} at the end", load_average());
+    let backends = Backends {
+        redis: args
+            .systems
+            .iter()
+            .any(|s| !s.on_mongodb())
+            .then(|| format!("Redis at {}", args.redis)),
+        mongodb: mongo.as_ref().map(|m| m.label.clone()),
+    };
+    if let Some(m) = mongo {
+        rt.block_on(m.stop());
+    }
+    println!("{}", report(workload, &args, &load, &backends, &rows));
     let _ = std::fs::remove_dir_all(&dir);
     if failed {
         bail!("some runs failed (see above)");
@@ -99,12 +135,18 @@ impl Row {
     }
 }
 
-/// The pid of a local redis-server, for its CPU time.
-fn redis_pid() -> Option<u32> {
+/// What the systems ran on, for the table's header.
+struct Backends {
+    redis: Option<String>,
+    mongodb: Option<String>,
+}
+
+/// The pid of a local process named `comm` (e.g. `redis-server`), for its CPU time.
+pub(crate) fn pid_named(comm: &str) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
-        (comm.trim() == "redis-server").then_some(pid)
+        let name = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        (name.trim() == comm).then_some(pid)
     })
 }
 
@@ -112,15 +154,22 @@ async fn run_system(
     workload: Workload,
     system: System,
     args: &RunArgs,
+    mongo: Option<&Mongo>,
     dir: &Path,
     key: &str,
 ) -> Result<Outcome> {
+    let (backend_url, backend_pid) = if system.on_mongodb() {
+        let m = mongo.context("no MongoDB")?;
+        (m.url.as_str(), m.pid())
+    } else {
+        (args.redis.as_str(), pid_named("redis-server"))
+    };
     let mut nodes = Vec::new();
     let mut urls = Vec::new();
     for i in 0..args.nodes {
         let port = free_port()?;
         let log = dir.join(format!("{system:?}-{i}.log").to_lowercase());
-        let child = spawn(system, args, dir, key, port, i, &log)
+        let child = spawn(system, args, backend_url, dir, key, port, i, &log)
             .with_context(|| format!("starting {} node {i}", system.name()))?;
         nodes.push(Node { child, port, log });
         urls.push(format!("ws://127.0.0.1:{port}"));
@@ -141,7 +190,7 @@ async fn run_system(
             pids: nodes
                 .iter()
                 .filter_map(|n| n.child.id())
-                .chain(redis_pid())
+                .chain(backend_pid)
                 .collect(),
         };
         match workload {
@@ -192,15 +241,17 @@ impl Node {
     }
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn spawn(
     system: System,
     args: &RunArgs,
+    backend_url: &str,
     dir: &Path,
     key: &str,
     port: u16,
@@ -208,7 +259,7 @@ fn spawn(
     log: &Path,
 ) -> Result<Child> {
     let mut cmd = match system {
-        System::Wasio => {
+        System::Wasio | System::WasioMongo => {
             if !args.wasio_bin.exists() {
                 bail!(
                     "{} not found: `cargo build --release -p wasio` first, or --wasio-bin",
@@ -216,7 +267,12 @@ fn spawn(
                 );
             }
             let config = dir.join(format!("wasio-{index}.toml"));
-            std::fs::write(&config, wasio_config(port, &args.redis, key))?;
+            let config_text = if system == System::WasioMongo {
+                wasio_mongo_config(port, backend_url, key)
+            } else {
+                wasio_config(port, backend_url, key)
+            };
+            std::fs::write(&config, config_text)?;
             let mut c = Command::new(&args.wasio_bin);
             c.arg("serve").arg("--config").arg(&config);
             c.env("RUST_LOG", "warn");
@@ -226,20 +282,23 @@ fn spawn(
             let mut c = Command::new(std::env::current_exe()?);
             c.arg("native-node")
                 .args(["--port", &port.to_string()])
-                .args(["--redis", &args.redis])
+                .args(["--redis", backend_url])
                 .args(["--key", key]);
             if system == System::NativeNodelay {
                 c.arg("--nodelay");
             }
             c
         }
-        System::Node => {
+        System::Node | System::NodeMongo => {
             let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("node/server.js");
             let mut c = Command::new(&args.node_bin);
-            c.arg(script)
-                .args(["--port", &port.to_string()])
-                .args(["--redis", &args.redis])
-                .args(["--key", key]);
+            c.arg(script).args(["--port", &port.to_string()]);
+            if system == System::NodeMongo {
+                c.args(["--mongodb", backend_url]);
+            } else {
+                c.args(["--redis", backend_url]);
+            }
+            c.args(["--key", key]);
             c
         }
     };
@@ -272,6 +331,29 @@ url = "{redis}"
     )
 }
 
+/// The config of a wasio node on MongoDB: `key` is the collection (capped, 1e6 bytes, made
+/// by the first node), read through a change stream (the guest's default mode).
+fn wasio_mongo_config(port: u16, mongodb: &str, key: &str) -> String {
+    format!(
+        r#"[server]
+host = "127.0.0.1"
+port = {port}
+namespaces = ["/"]
+
+[adapter]
+wasm = "builtin:mongodb"
+datasource = "db"
+
+[adapter.options]
+collection = "{key}"
+
+[datasources.db]
+connector = "mongodb"
+url = "{mongodb}"
+"#
+    )
+}
+
 fn ms(us: Option<u32>) -> String {
     us.map_or("-".into(), |us| format!("{:.2} ms", f64::from(us) / 1000.0))
 }
@@ -284,11 +366,56 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
-fn report(workload: Workload, args: &RunArgs, rows: &[Row]) -> String {
-    let native = rows.iter().find_map(|r| match (r.system, &r.median) {
-        (System::Native, Ok(o)) => Some(o),
-        _ => None,
-    });
+/// CPU over a run's measured window, seconds: the nodes, the backend (Redis or MongoDB,
+/// when found), the load generator.
+struct Cpu {
+    nodes: f64,
+    backend: f64,
+    loadgen: f64,
+}
+
+impl Cpu {
+    fn of(o: &Outcome, nodes: usize) -> Cpu {
+        let cpu = &o.cpu_seconds;
+        Cpu {
+            nodes: cpu.iter().take(nodes).sum(),
+            backend: cpu[nodes.min(cpu.len())..cpu.len().saturating_sub(1)]
+                .iter()
+                .sum(),
+            loadgen: cpu.last().copied().unwrap_or(0.0),
+        }
+    }
+    /// µs of nodes + backend CPU per delivery, and of the nodes alone.
+    fn per_delivery(&self, o: &Outcome) -> Option<(f64, f64)> {
+        (o.deliveries > 0).then(|| {
+            let d = o.deliveries as f64;
+            ((self.nodes + self.backend) * 1e6 / d, self.nodes * 1e6 / d)
+        })
+    }
+}
+
+/// Pairs of systems compared in the ratio table, when both ran: (system, against).
+const PAIRS: &[(System, System)] = &[
+    (System::WasioMongo, System::NodeMongo),
+    (System::WasioMongo, System::Wasio),
+    (System::NodeMongo, System::Node),
+    (System::Wasio, System::Node),
+];
+
+fn report(
+    workload: Workload,
+    args: &RunArgs,
+    load: &str,
+    backends: &Backends,
+    rows: &[Row],
+) -> String {
+    let median = |system: System| {
+        rows.iter().find_map(|r| match &r.median {
+            Ok(o) if r.system == system => Some(o),
+            _ => None,
+        })
+    };
+    let native = median(System::Native);
     let mut out = String::new();
     let _ = writeln!(out);
     let _ = writeln!(
@@ -311,14 +438,21 @@ fn report(workload: Workload, args: &RunArgs, rows: &[Row]) -> String {
     );
     let _ = writeln!(out, "command: {}", command_line());
     let _ = writeln!(out, "machine: {}", machine());
+    let _ = writeln!(out, "load average (1, 5, 15 min): {load}");
+    if let Some(redis) = &backends.redis {
+        let _ = writeln!(out, "redis: {redis}");
+    }
+    if let Some(mongodb) = &backends.mongodb {
+        let _ = writeln!(out, "mongodb: {mongodb}");
+    }
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "| system | deliveries/s | range | p50 | p99 | max | deliveries vs native | p99 vs native | CPU µs/delivery (nodes + redis) | CPU cores: nodes / redis / load gen | lost |"
+        "| system | deliveries/s | range | p50 | p99 | max | cross-node p50 / p99 | deliveries vs native | p99 vs native | CPU µs/delivery: nodes + backend (nodes) | CPU cores: nodes / backend / load gen | lost |"
     );
     let _ = writeln!(
         out,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for row in rows {
         let o = match &row.median {
@@ -326,7 +460,7 @@ fn report(workload: Workload, args: &RunArgs, rows: &[Row]) -> String {
             Err(e) => {
                 let _ = writeln!(
                     out,
-                    "| {} | failed: {e} | | | | | | | | | |",
+                    "| {} | failed: {e} | | | | | | | | | | |",
                     row.system.name()
                 );
                 continue;
@@ -347,34 +481,77 @@ fn report(workload: Workload, args: &RunArgs, rows: &[Row]) -> String {
             .range
             .map_or("-".into(), |(lo, hi)| format!("{lo:.0}–{hi:.0}"));
         let secs = o.measure.as_secs_f64();
-        let cpu = &o.cpu_seconds;
-        let nodes: f64 = cpu.iter().take(args.nodes).sum();
-        let redis: f64 = cpu[args.nodes..cpu.len() - 1].iter().sum();
-        let loadgen = cpu.last().copied().unwrap_or(0.0);
-        let per_delivery = if o.deliveries > 0 {
-            format!("{:.2}", (nodes + redis) * 1e6 / o.deliveries as f64)
-        } else {
-            "-".into()
-        };
+        let cpu = Cpu::of(o, args.nodes);
+        let per_delivery = cpu
+            .per_delivery(o)
+            .map_or("-".into(), |(all, nodes)| format!("{all:.2} ({nodes:.2})"));
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {:.2} / {:.2} / {:.2} | {} |",
+            "| {} | {:.0} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {:.2} / {:.2} / {:.2} | {} |",
             row.system.name(),
             o.per_second(),
             range,
             ms(o.quantile_us(0.5)),
             ms(p99),
             ms(o.latencies_us.last().copied()),
+            ms(o.cross_quantile_us(0.5)),
+            ms(o.cross_quantile_us(0.99)),
             vs,
             p99_vs,
             per_delivery,
-            nodes / secs,
-            redis / secs,
-            loadgen / secs,
+            cpu.nodes / secs,
+            cpu.backend / secs,
+            cpu.loadgen / secs,
             o.lost
         );
     }
+    let pairs: Vec<_> = PAIRS
+        .iter()
+        .filter_map(|&(a, b)| Some((a, b, median(a)?, median(b)?)))
+        .collect();
+    if !pairs.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "| ratio (median runs) | deliveries/s | p50 | p99 | cross-node p99 | CPU/delivery: nodes + backend | CPU/delivery: nodes |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+        for (a, b, oa, ob) in pairs {
+            let lat = |q: fn(&Outcome, f64) -> Option<u32>, at| match (q(oa, at), q(ob, at)) {
+                (Some(x), Some(y)) => ratio(f64::from(x), f64::from(y)),
+                _ => "-".into(),
+            };
+            let (ca, cb) = (
+                Cpu::of(oa, args.nodes).per_delivery(oa),
+                Cpu::of(ob, args.nodes).per_delivery(ob),
+            );
+            let (all, nodes) = match (ca, cb) {
+                (Some(x), Some(y)) => (ratio(x.0, y.0), ratio(x.1, y.1)),
+                _ => ("-".into(), "-".into()),
+            };
+            let _ = writeln!(
+                out,
+                "| {} / {} | {} | {} | {} | {} | {} | {} |",
+                a.name(),
+                b.name(),
+                ratio(oa.per_second(), ob.per_second()),
+                lat(Outcome::quantile_us, 0.5),
+                lat(Outcome::quantile_us, 0.99),
+                lat(Outcome::cross_quantile_us, 0.99),
+                all,
+                nodes
+            );
+        }
+    }
     out
+}
+
+/// The machine's load averages, from /proc/loadavg (other work on a shared machine).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "?".into())
 }
 
 fn command_line() -> String {
