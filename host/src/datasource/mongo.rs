@@ -272,16 +272,17 @@ async fn write(
             }
         }
         metrics.held.store(batch.len(), Relaxed);
-        // A watched collection is set up (capped, indexed) and read before anything is
-        // inserted in it: an insert would create it plain, and what this node inserts
-        // while its own feed is closed may be missed by the node's feed. (It also keeps a
-        // concurrent create and insert away from servers that handle them badly.)
-        let _ = open
-            .wait_for(|m| m.get(&collection).copied().unwrap_or(true))
-            .await;
         let coll = db.collection::<RawDocumentBuf>(&collection);
         let mut delay = Duration::from_millis(50);
         while !batch.is_empty() {
+            // A watched collection is set up (capped, indexed) and read before anything is
+            // inserted in it, retries included: after an outage the server may come back
+            // without it, and an insert would create it plain; what this node inserts
+            // while its own feed is closed may be missed by that feed. (It also keeps a
+            // concurrent create and insert away from servers that deadlock on them.)
+            let _ = open
+                .wait_for(|m| m.get(&collection).copied().unwrap_or(true))
+                .await;
             match coll.insert_many(batch.iter()).ordered(true).await {
                 Ok(_) => batch.clear(),
                 Err(e) => {
