@@ -25,6 +25,8 @@ const GUESTS: &[(&str, &str, Option<&str>)] = &[
     ("faulty", "faulty.wasm", None),
     ("future-version", "future_version.wasm", None),
     ("pubsub-user", "pubsub_user.wasm", None),
+    // The Redis guest built again as another component (tests/redis-next), for hot swaps.
+    ("redis-next", "redis_next.wasm", None),
 ];
 
 fn main() {
@@ -33,7 +35,13 @@ fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     let target_dir = root.join("target").join("guests");
 
-    for dir in ["wit", "guest-adapters", "tests/guests", "Cargo.lock"] {
+    for dir in [
+        "wit",
+        "guest-adapters",
+        "tests/guests",
+        "tests/redis-next",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
 

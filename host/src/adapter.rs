@@ -10,17 +10,17 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use socketioxide::SocketIoConfig;
 use socketioxide_core::Uid;
-use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use crate::capabilities::{Event, ServerSideHandler, Shared, SocketInspector};
+use crate::capabilities::{Links, ServerSideHandler, Shared, SocketInspector};
 use crate::config::Connector;
 use crate::datasource::{DatasourceSpec, MongoDocStore, RedisPubSub};
 use crate::runtime::bindings::wasio::adapter::requests::Answer;
 use crate::runtime::{
     AdapterComponent, AdapterInfo, BroadcastOpts, Capability, GuestCall, GuestError, GuestSlot,
-    Limits, SocketInfo,
+    Limits, SlotSetup, SocketInfo,
 };
+use crate::swap::{Dispatcher, SwapState};
 
 /// Where an adapter component comes from.
 #[derive(Clone, Debug)]
@@ -29,6 +29,8 @@ pub enum WasmSource {
     Builtin(String),
     /// A `.wasm` file.
     File(PathBuf),
+    /// A component's bytes (an upload), with a label for messages (`upload:NAME`).
+    Bytes { label: String, bytes: Arc<Vec<u8>> },
 }
 
 impl WasmSource {
@@ -85,12 +87,13 @@ pub const BUILTINS: &[&str] = &["local", "redis", "mongodb"];
 
 /// The wasm adapter of this node. Cheap to clone; pass it as the adapter state.
 #[derive(Clone)]
-pub struct Adapter(Arc<Inner>);
+pub struct Adapter(pub(crate) Arc<Inner>);
 
-struct Inner {
-    shared: Arc<Shared>,
-    slot: Arc<ArcSwap<GuestSlot>>,
-    request_timeout: Duration,
+pub(crate) struct Inner {
+    pub(crate) shared: Arc<Shared>,
+    /// The adapter serving now; replaced by a swap, at one point of the event queue.
+    pub(crate) slot: Arc<ArcSwap<GuestSlot>>,
+    pub(crate) swap: SwapState,
     dispatcher: AbortHandle,
 }
 
@@ -104,22 +107,25 @@ impl Adapter {
     /// Compiles, checks and instantiates the adapter, and runs its `init`. Errors name
     /// the `.wasm` and the cause.
     pub async fn load(opts: AdapterOptions) -> anyhow::Result<Adapter> {
-        let component = compile(&opts.source, &opts.granted).await?;
+        let component = Arc::new(compile(&opts.source, &opts.granted).await?);
         let node_id = Uid::new().to_string();
         let (shared, events) = Shared::new(node_id);
-        if let Some(spec) = &opts.datasource {
-            attach(&shared, spec).await?;
-        }
-        let options = serde_json::to_string(&opts.options).context("adapter options")?;
-        let slot =
-            GuestSlot::start(Arc::new(component), shared.clone(), opts.limits, options).await?;
+        let links = connect_links(&shared, opts.datasource.as_ref(), &Links::default()).await?;
+        let setup = slot_setup(&opts, links.clone())?;
+        let slot = match GuestSlot::start(component.clone(), shared.clone(), setup, &[]).await {
+            Ok(slot) => slot,
+            Err(e) => {
+                links.close().await;
+                return Err(e.into());
+            }
+        };
         *shared.adapter_name.write().unwrap() = slot.info().name.clone();
         let slot = Arc::new(ArcSwap::from_pointee(slot));
-        let dispatcher = tokio::spawn(dispatch(slot.clone(), events)).abort_handle();
+        let dispatcher = tokio::spawn(Dispatcher::new(slot.clone()).run(events)).abort_handle();
         Ok(Adapter(Arc::new(Inner {
             shared,
             slot,
-            request_timeout: opts.request_timeout,
+            swap: SwapState::new(opts, component),
             dispatcher,
         })))
     }
@@ -331,25 +337,18 @@ impl Adapter {
     /// Calls the guest's `close` (it leaves the cluster), then closes the datasource
     /// once what the guest queued is sent; the adapter serves nothing after.
     pub async fn close(&self) {
-        self.0.slot.load_full().close().await;
-        if let Some(link) = self.0.shared.set_pubsub(None) {
-            match Arc::try_unwrap(link) {
-                Ok(link) => link.close().await,
-                Err(_) => tracing::debug!("datasource still in use; closed when dropped"),
-            }
-        }
-        if let Some(link) = self.0.shared.set_docstore(None) {
-            match Arc::try_unwrap(link) {
-                Ok(link) => link.close().await,
-                Err(_) => tracing::debug!("datasource still in use; closed when dropped"),
-            }
-        }
+        // A swap in progress finishes (or is refused) first; then no other starts.
+        let _gate = self.0.swap.close_gate().await;
+        let slot = self.0.slot.load_full();
+        slot.close().await;
+        let links = slot.links().clone();
+        drop(slot);
+        links.close().await;
     }
 
     /// The datasource link's state and counters, for `/healthz`.
     pub fn datasource_status(&self) -> Option<serde_json::Value> {
-        let shared = &self.0.shared;
-        (shared.pubsub().map(|l| l.to_json())).or_else(|| shared.docstore().map(|l| l.to_json()))
+        self.0.slot.load().links().status()
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
@@ -357,7 +356,7 @@ impl Adapter {
     }
 
     pub(crate) fn request_timeout(&self) -> Duration {
-        self.0.request_timeout
+        self.0.slot.load().request_timeout()
     }
 
     /// How long after its own timeout the host still waits for a guest to finish a request.
@@ -366,7 +365,14 @@ impl Adapter {
     }
 
     pub(crate) async fn call(&self, op: &'static str, call: GuestCall) -> Result<(), GuestError> {
-        let res = self.0.slot.load_full().call(op, call).await;
+        let mut call = call;
+        // A call that reaches an adapter just swapped out is made on the new one.
+        let res = loop {
+            match self.0.slot.load_full().try_call(op, call, false).await {
+                Ok(res) => break res,
+                Err(back) => call = back,
+            }
+        };
         if res.is_err() {
             self.0
                 .shared
@@ -416,24 +422,50 @@ fn encode_array(items: Vec<rmpv::Value>) -> Vec<u8> {
     out
 }
 
-/// Connects the datasource `spec` names and attaches it to `shared`.
-async fn attach(shared: &Arc<Shared>, spec: &DatasourceSpec) -> anyhow::Result<()> {
-    match spec.connector {
-        Connector::Redis => {
-            let link = RedisPubSub::connect(spec, Arc::downgrade(shared)).await?;
-            shared.set_pubsub(Some(Arc::new(link)));
-            Ok(())
-        }
-        Connector::Mongodb => {
-            let link = MongoDocStore::connect(spec, Arc::downgrade(shared)).await?;
-            shared.set_docstore(Some(Arc::new(link)));
-            Ok(())
-        }
-    }
+/// The links an adapter on `spec` uses: `current`'s when it is the same datasource
+/// (a swap keeps the connection and its subscriptions), else a new connection.
+pub(crate) async fn connect_links(
+    shared: &Arc<Shared>,
+    spec: Option<&DatasourceSpec>,
+    current: &Links,
+) -> anyhow::Result<Links> {
+    let Some(spec) = spec else {
+        return Ok(Links::default());
+    };
+    let same = |s: &DatasourceSpec| s.name == spec.name && s.url == spec.url;
+    Ok(match spec.connector {
+        Connector::Redis => Links {
+            pubsub: Some(match &current.pubsub {
+                Some(l) if same(l.spec()) => l.clone(),
+                _ => Arc::new(RedisPubSub::connect(spec, Arc::downgrade(shared)).await?),
+            }),
+            docstore: None,
+        },
+        Connector::Mongodb => Links {
+            pubsub: None,
+            docstore: Some(match &current.docstore {
+                Some(l) if same(l.spec()) => l.clone(),
+                _ => Arc::new(MongoDocStore::connect(spec, Arc::downgrade(shared)).await?),
+            }),
+        },
+    })
+}
+
+/// How the slot for `opts` makes its instances.
+pub(crate) fn slot_setup(opts: &AdapterOptions, links: Links) -> anyhow::Result<SlotSetup> {
+    Ok(SlotSetup {
+        limits: opts.limits,
+        options: serde_json::to_string(&opts.options).context("adapter options")?,
+        links,
+        request_timeout: opts.request_timeout,
+    })
 }
 
 /// Reads the component (from disk or the binary) and compiles it off the reactor.
-async fn compile(source: &WasmSource, granted: &[Capability]) -> anyhow::Result<AdapterComponent> {
+pub(crate) async fn compile(
+    source: &WasmSource,
+    granted: &[Capability],
+) -> anyhow::Result<AdapterComponent> {
     let granted = granted.to_vec();
     let source = source.clone();
     tokio::task::spawn_blocking(move || match source {
@@ -447,71 +479,10 @@ async fn compile(source: &WasmSource, granted: &[Capability]) -> anyhow::Result<
             AdapterComponent::from_bytes(&format!("builtin:{name}"), bytes, &granted)
         }
         WasmSource::File(path) => AdapterComponent::from_file(&path, &granted),
+        WasmSource::Bytes { label, bytes } => {
+            AdapterComponent::from_bytes(&label, &bytes, &granted)
+        }
     })
     .await
     .context("adapter compilation task")?
-}
-
-/// Pushes host events into whichever guest is current, one at a time, in order.
-async fn dispatch(slot: Arc<ArcSwap<GuestSlot>>, mut events: mpsc::UnboundedReceiver<Event>) {
-    while let Some(event) = events.recv().await {
-        let slot = slot.load_full();
-        // Timers and acks of an instance that has since been replaced die with it.
-        if event.generation().is_some_and(|g| g != slot.generation()) {
-            continue;
-        }
-        let is_message = matches!(event, Event::Message { .. } | Event::Document { .. });
-        let (op, call) = match event {
-            Event::Timer { id, .. } => ("on-timer", GuestCall::OnTimer { id }),
-            Event::LocalAck { handle, ack, .. } => {
-                ("on-local-ack", GuestCall::OnLocalAck { handle, ack })
-            }
-            Event::ServerSideAck { handle, data, .. } => (
-                "on-server-side-ack",
-                GuestCall::OnServerSideAck { handle, data },
-            ),
-            Event::Counts { ticket, counts, .. } => (
-                "on-counts",
-                GuestCall::OnCounts {
-                    ticket,
-                    counts: counts.map_err(crate::runtime::WitError::Unavailable),
-                },
-            ),
-            Event::Connection { up } => ("on-connection", GuestCall::OnConnection { up }),
-            Event::Rooms { nsp, rooms } => ("on-rooms", GuestCall::OnRooms { nsp, rooms }),
-            Event::Message {
-                channel,
-                pattern,
-                payload,
-            } => (
-                "on-message",
-                GuestCall::OnMessage {
-                    channel,
-                    pattern,
-                    payload,
-                },
-            ),
-            Event::Document {
-                collection,
-                document,
-            } => (
-                "on-document",
-                GuestCall::OnDocument {
-                    collection,
-                    document,
-                },
-            ),
-        };
-        let res = slot.call(op, call).await;
-        if is_message && matches!(res, Err(GuestError::Refused { .. })) {
-            // Malformed or foreign: dropped, and counted.
-            slot.shared()
-                .metrics
-                .dropped_messages
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        if let Err(e) = res {
-            tracing::debug!("event not handled: {e}");
-        }
-    }
 }

@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
 
 use crate::adapter::Adapter;
 use crate::config::Config;
@@ -34,10 +35,58 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Look at or change the adapter of a running node, through its admin API.
+    Adapter {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: AdapterCommand,
+    },
 }
 
-/// Exit code for a config or adapter refused before serving.
+/// Where the admin API is and how to get in.
+#[derive(Args)]
+struct AdminArgs {
+    /// The node's config file, for `[admin]` listen and token.
+    #[arg(long, short, env = "WASIO_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// The admin API, over the config's `admin.listen` (default http://127.0.0.1:3001).
+    #[arg(long, global = true)]
+    admin: Option<String>,
+    /// The bearer token, over the config's `admin.token`.
+    #[arg(long, env = "WASIO_ADMIN_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Print the API's JSON answer as it is.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum AdapterCommand {
+    /// The running adapter, the swaps so far and the one kept for rollback.
+    Status,
+    /// Hot swap to another component; the old one serves until the new one is ready.
+    Swap {
+        /// A `.wasm` (uploaded, so it need not be on the node's machine) or builtin:NAME.
+        file: String,
+        /// Send FILE as a path on the node's machine instead of uploading it.
+        #[arg(long)]
+        path: bool,
+        /// A `[datasources.NAME]` of the node's config (default: keep the running one).
+        #[arg(long, conflicts_with = "no_datasource")]
+        datasource: Option<String>,
+        /// Run the new component without a datasource.
+        #[arg(long)]
+        no_datasource: bool,
+    },
+    /// Swap back to the component that ran before the last swap.
+    Rollback,
+}
+
+/// Exit code for a config or adapter refused before serving, or a usage error.
 const EXIT_CONFIG: u8 = 2;
+/// Exit code for an admin request refused (or the node unreachable).
+const EXIT_REFUSED: u8 = 1;
 
 /// Runs the command line; the binary's `main`.
 pub fn main() -> ExitCode {
@@ -59,6 +108,7 @@ pub fn main() -> ExitCode {
             port,
             check,
         } => runtime.block_on(serve(config, port, check)),
+        Command::Adapter { admin, command } => runtime.block_on(adapter_command(admin, command)),
     }
 }
 
@@ -108,10 +158,52 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
         Err(e) => return refuse(format!("{label}: {e:#}")),
     };
     let addr = SocketAddr::new(config.server.host, config.server.port);
+    // One stop signal for the server, the admin API and the reloader.
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let admin = config
+        .admin
+        .token
+        .clone()
+        .map(|token| (config.admin.listen, token));
+    let node = crate::reload::Node::new(adapter.clone(), config, config_path);
+    if let Err(e) = crate::reload::spawn(node.clone(), stop.clone()) {
+        return refuse(format!("{e:#}"));
+    }
+    match admin {
+        Some((listen, token)) => {
+            let listener = match tokio::net::TcpListener::bind(listen).await {
+                Ok(l) => l,
+                Err(e) => {
+                    return refuse(format!(
+                        "{label}: key `admin.listen`: cannot listen on {listen}: {e}"
+                    ));
+                }
+            };
+            if let Ok(a) = listener.local_addr() {
+                tracing::info!("admin API listening on http://{a}");
+            }
+            let router = crate::admin::router(node, &token);
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                if let Err(e) = crate::admin::serve(listener, router, stop).await {
+                    tracing::error!("admin API: {e:#}");
+                }
+            });
+        }
+        None => tracing::info!("admin API off (no admin.token configured)"),
+    }
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
     let bound = |addr: SocketAddr| {
         tracing::info!(adapter = %info.name, version = %info.version, %source, "wasio listening on http://{addr}");
     };
-    let result = crate::server::serve(router, addr, bound, shutdown_signal()).await;
+    let mut server_stop = stop;
+    let shutdown = async move {
+        let _ = server_stop.wait_for(|s| *s).await;
+    };
+    let result = crate::server::serve(router, addr, bound, shutdown).await;
     adapter.close().await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -120,6 +212,155 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
             ExitCode::FAILURE
         }
     }
+}
+
+/// `wasio adapter ...`: one admin API request, its answer printed.
+async fn adapter_command(args: AdminArgs, command: AdapterCommand) -> ExitCode {
+    let config = match Config::load(args.config.as_deref(), std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => return refuse(e),
+    };
+    let base = args.admin.unwrap_or_else(|| {
+        let mut listen = config.admin.listen;
+        // A node listening on every address is reached on this machine's loopback.
+        if listen.ip().is_unspecified() {
+            listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{listen}")
+    });
+    let Some(token) = args.token.or(config.admin.token) else {
+        return refuse("no admin token: pass --token, set WASIO_ADMIN_TOKEN or admin.token");
+    };
+    let (method, path, body) = match &command {
+        AdapterCommand::Status => ("GET", "/admin/adapter".to_string(), None),
+        AdapterCommand::Rollback => ("POST", "/admin/adapter/rollback".to_string(), None),
+        AdapterCommand::Swap {
+            file,
+            path,
+            datasource,
+            no_datasource,
+        } => match swap_request(file, *path, datasource.as_deref(), *no_datasource) {
+            Ok((path, body)) => ("POST", path, Some(body)),
+            Err(e) => return refuse(format!("{e:#}")),
+        },
+    };
+    let (status, answer) = match crate::admin::call(&base, &token, method, &path, body).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(EXIT_REFUSED);
+        }
+    };
+    if !(200..300).contains(&status) {
+        let msg = answer["error"]
+            .as_str()
+            .map_or_else(|| answer.to_string(), str::to_string);
+        eprintln!("error: HTTP {status}: {msg}");
+        return ExitCode::from(EXIT_REFUSED);
+    }
+    if args.json {
+        println!("{answer:#}");
+    } else if matches!(command, AdapterCommand::Status) {
+        print_status(&answer);
+    } else {
+        print_report(&answer);
+    }
+    ExitCode::SUCCESS
+}
+
+/// The request path and body of `wasio adapter swap`.
+fn swap_request(
+    file: &str,
+    as_path: bool,
+    datasource: Option<&str>,
+    no_datasource: bool,
+) -> anyhow::Result<(String, (&'static str, Vec<u8>))> {
+    use anyhow::Context;
+    let datasource = if no_datasource { Some("") } else { datasource };
+    if as_path || file.starts_with("builtin:") {
+        let wasm = if file.starts_with("builtin:") {
+            file.to_string()
+        } else {
+            std::path::absolute(file)
+                .with_context(|| format!("{file}: cannot make the path absolute"))?
+                .display()
+                .to_string()
+        };
+        let mut body = serde_json::json!({ "wasm": wasm });
+        match datasource {
+            Some("") => body["datasource"] = Value::Null,
+            Some(d) => body["datasource"] = d.into(),
+            None => {}
+        }
+        let body = serde_json::to_vec(&body).context("encoding the request")?;
+        return Ok(("/admin/adapter".into(), ("application/json", body)));
+    }
+    let bytes = std::fs::read(file).with_context(|| format!("{file}: cannot read"))?;
+    let name = std::path::Path::new(file)
+        .file_name()
+        .map_or_else(|| file.into(), |n| n.to_string_lossy());
+    let mut path = format!("/admin/adapter?name={}", query_escape(&name));
+    if let Some(d) = datasource {
+        path.push_str(&format!("&datasource={}", query_escape(d)));
+    }
+    Ok((path, ("application/wasm", bytes)))
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn query_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `NAME VERSION SHA256[..12] SOURCE`, and the datasource if any.
+fn component_line(c: &Value) -> String {
+    let s = |k: &str| c[k].as_str().unwrap_or("?").to_string();
+    let sha = s("sha256");
+    let mut line = format!(
+        "{} {} {} {}",
+        s("name"),
+        s("version"),
+        &sha[..sha.len().min(12)],
+        s("source")
+    );
+    if let Some(ds) = c["datasource"].as_str() {
+        line.push_str(&format!(" (datasource {ds})"));
+    }
+    line
+}
+
+fn print_status(status: &Value) {
+    println!("{}", component_line(status));
+    println!(
+        "swaps: {}, refused: {}",
+        status["swaps"], status["failed_swaps"]
+    );
+    if let Some(e) = status["last_error"].as_str() {
+        println!("last refusal: {e}");
+    }
+    if status["previous"].is_object() {
+        println!("previous: {}", component_line(&status["previous"]));
+    }
+}
+
+fn print_report(r: &Value) {
+    let (from, to) = (&r["from"], &r["to"]);
+    let s = |c: &Value, k: &str| c[k].as_str().unwrap_or("?").to_string();
+    println!(
+        "swapped {} v{} -> {} v{} in {:.1} ms",
+        s(from, "name"),
+        s(from, "version"),
+        s(to, "name"),
+        s(to, "version"),
+        r["total_ms"].as_f64().unwrap_or(0.0)
+    );
+    println!("now: {}", component_line(to));
 }
 
 async fn shutdown_signal() {

@@ -3,7 +3,7 @@
 //! the key and the cause.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ pub struct Config {
     pub adapter: AdapterConfig,
     pub datasources: BTreeMap<String, Datasource>,
     pub limits: LimitsConfig,
+    pub admin: AdminConfig,
 }
 
 /// `[server]`: where and how clients connect.
@@ -123,6 +124,25 @@ impl Default for LimitsConfig {
     }
 }
 
+/// `[admin]`: the admin API (hot swap, status). Off unless a token is set.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of the admin listener (default `127.0.0.1:3001`; port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// The bearer token every admin request must carry; without one the API is off.
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3001)),
+            token: None,
+        }
+    }
+}
+
 /// A config that could not be used: one line, file first.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -160,15 +180,7 @@ impl Config {
                 }
             })?;
         config.validate(&label)?;
-        // Paths in the file are relative to the file.
-        if let (Some(dir), WasmSource::File(p)) = (
-            path.and_then(Path::parent),
-            WasmSource::parse(&config.adapter.wasm),
-        ) && p.is_relative()
-            && !dir.as_os_str().is_empty()
-        {
-            config.adapter.wasm = dir.join(p).display().to_string();
-        }
+        config.adapter.wasm = resolve_wasm(path, &config.adapter.wasm);
         Ok(config)
     }
 
@@ -190,16 +202,11 @@ impl Config {
         if let Some(ds) = &self.adapter.datasource
             && !self.datasources.contains_key(ds)
         {
-            let known: Vec<&str> = self.datasources.keys().map(String::as_str).collect();
             return err(
                 "adapter.datasource",
                 format!(
                     "no [datasources.{ds}] defined (defined: {})",
-                    if known.is_empty() {
-                        "none".into()
-                    } else {
-                        known.join(", ")
-                    }
+                    self.datasource_names()
                 ),
             );
         }
@@ -229,6 +236,18 @@ impl Config {
         if self.adapter.request_timeout_ms == 0 {
             return err("adapter.request_timeout_ms", "must be at least 1".into());
         }
+        // An empty token would let anyone who can reach the port swap the adapter.
+        if self
+            .admin
+            .token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return err(
+                "admin.token",
+                "must not be empty (leave it out to turn the admin API off)".into(),
+            );
+        }
         Ok(())
     }
 
@@ -242,25 +261,55 @@ impl Config {
 
     /// How to load the adapter this config names.
     pub fn adapter_options(&self) -> AdapterOptions {
-        let granted = match self.datasource() {
+        let datasource = self.datasource().map(|(name, _)| name);
+        // `datasource()` only names defined datasources, and the table's options are an
+        // object: nothing here can fail.
+        self.adapter_options_for(&self.adapter.wasm, datasource, None)
+            .expect("a defined datasource and an options table")
+    }
+
+    /// How to load `wasm` (a path or `builtin:NAME`) on the datasource named `datasource`
+    /// (one of this config's `[datasources]`) with `options` (the guest's `init` options;
+    /// `None` takes `[adapter.options]`), with this config's limits and timeouts. A
+    /// relative path is taken as given: callers resolve it against the config file.
+    pub fn adapter_options_for(
+        &self,
+        wasm: &str,
+        datasource: Option<&str>,
+        options: Option<serde_json::Value>,
+    ) -> Result<AdapterOptions, ConfigError> {
+        let datasource = match datasource {
+            None => None,
+            Some(name) => Some(self.datasources.get_key_value(name).ok_or_else(|| {
+                ConfigError(format!(
+                    "no [datasources.{name}] in this node's config (defined: {})",
+                    self.datasource_names()
+                ))
+            })?),
+        };
+        let granted = match datasource {
             Some((_, ds)) if ds.connector == Connector::Redis => vec![Capability::PubSub],
             Some((_, ds)) if ds.connector == Connector::Mongodb => vec![Capability::DocStore],
             _ => vec![],
         };
-        let datasource = self.datasource().map(|(name, ds)| DatasourceSpec {
+        let datasource = datasource.map(|(name, ds)| DatasourceSpec {
             name: name.to_string(),
             connector: ds.connector,
             url: ds.url.clone(),
             publish_buffer: ds.publish_buffer,
         });
-        let options = serde_json::to_value(&self.adapter.options).unwrap_or_default();
+        let options = match options {
+            Some(o) if o.is_object() => o,
+            Some(_) => return Err(ConfigError("adapter options must be a JSON object".into())),
+            None => serde_json::to_value(&self.adapter.options).unwrap_or_default(),
+        };
         // The host's bound on a request never cuts the guest's own timeout short.
         let guest_timeout = options
             .get("requestsTimeout")
             .and_then(serde_json::Value::as_u64)
             .unwrap_or(0);
-        AdapterOptions {
-            source: WasmSource::parse(&self.adapter.wasm),
+        Ok(AdapterOptions {
+            source: WasmSource::parse(wasm),
             datasource,
             options,
             limits: Limits {
@@ -271,6 +320,15 @@ impl Config {
                 self.adapter.request_timeout_ms.max(guest_timeout),
             ),
             granted,
+        })
+    }
+
+    fn datasource_names(&self) -> String {
+        if self.datasources.is_empty() {
+            "none".into()
+        } else {
+            let names: Vec<&str> = self.datasources.keys().map(String::as_str).collect();
+            names.join(", ")
         }
     }
 
@@ -278,8 +336,19 @@ impl Config {
     pub fn wasm_path(&self) -> Option<PathBuf> {
         match WasmSource::parse(&self.adapter.wasm) {
             WasmSource::File(p) => Some(p),
-            WasmSource::Builtin(_) => None,
+            WasmSource::Builtin(_) | WasmSource::Bytes { .. } => None,
         }
+    }
+}
+
+/// `wasm` (a path or `builtin:NAME`) with a relative path taken as relative to the
+/// directory of the config file `config_path`, as paths in the file are.
+pub fn resolve_wasm(config_path: Option<&Path>, wasm: &str) -> String {
+    match (config_path.and_then(Path::parent), WasmSource::parse(wasm)) {
+        (Some(dir), WasmSource::File(p)) if p.is_relative() && !dir.as_os_str().is_empty() => {
+            dir.join(p).display().to_string()
+        }
+        _ => wasm.to_string(),
     }
 }
 
@@ -417,6 +486,50 @@ mod tests {
             .unwrap_err()
             .0;
         assert!(e.contains("datasources.c.connector"), "{e}");
+    }
+
+    #[test]
+    fn admin_is_off_without_a_token_and_env_sets_one() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.admin.token, None);
+        assert_eq!(c.admin.listen.to_string(), "127.0.0.1:3001");
+        let c = load(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n",
+            &[("WASIO_ADMIN__TOKEN", "s3cret")],
+        )
+        .unwrap();
+        assert_eq!(c.admin.token.as_deref(), Some("s3cret"));
+        assert_eq!(c.admin.listen.port(), 0);
+    }
+
+    #[test]
+    fn admin_unknown_key_and_empty_token_are_refused() {
+        let e = load("[admin]\ntokn = \"x\"\n", &[]).unwrap_err().0;
+        assert!(e.contains("tokn"), "{e}");
+        let e = load("[admin]\ntoken = \"\"\n", &[]).unwrap_err().0;
+        assert!(e.contains("admin.token"), "{e}");
+    }
+
+    #[test]
+    fn adapter_options_for_names_an_unknown_datasource() {
+        let c = load(
+            "[datasources.cache]\nconnector = \"redis\"\nurl = \"redis://x\"\n",
+            &[],
+        )
+        .unwrap();
+        let e = c
+            .adapter_options_for("builtin:redis", Some("nope"), None)
+            .unwrap_err()
+            .0;
+        assert!(e.contains("nope") && e.contains("cache"), "{e}");
+        let o = c
+            .adapter_options_for("builtin:redis", Some("cache"), None)
+            .unwrap();
+        assert_eq!(o.granted, vec![Capability::PubSub]);
+        assert!(
+            c.adapter_options_for("builtin:local", None, Some(serde_json::json!(1)))
+                .is_err()
+        );
     }
 
     #[test]

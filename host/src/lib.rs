@@ -18,6 +18,7 @@
 //! ```
 
 pub mod adapter;
+pub mod admin;
 pub mod bridge;
 pub mod capabilities;
 pub mod cli;
@@ -26,11 +27,14 @@ pub mod config;
 pub mod datasource;
 pub mod handshake;
 pub mod metrics;
+pub mod reload;
 pub mod runtime;
 pub mod server;
+pub mod swap;
 
 pub use adapter::{Adapter, AdapterOptions, PartialAcks, WasmSource};
 pub use bridge::WasmAdapter;
 pub use config::Config;
 pub use runtime::Limits;
 pub use runtime::SocketInfo;
+pub use swap::{AdapterStatus, ComponentSummary, SwapError, SwapReport};

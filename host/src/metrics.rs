@@ -19,6 +19,10 @@ pub struct Metrics {
     pub relay_errors: AtomicU64,
     /// Incoming messages the guest refused (malformed or foreign).
     pub dropped_messages: AtomicU64,
+    /// Adapters swapped in (rollbacks included).
+    pub swaps: AtomicU64,
+    /// Swaps refused (the running adapter kept serving).
+    pub failed_swaps: AtomicU64,
 }
 
 impl Metrics {
@@ -41,6 +45,8 @@ impl Metrics {
             "reinstantiations": get(&self.reinstantiations),
             "relay_errors": get(&self.relay_errors),
             "dropped_messages": get(&self.dropped_messages),
+            "swaps": get(&self.swaps),
+            "failed_swaps": get(&self.failed_swaps),
         })
     }
 }

@@ -133,7 +133,7 @@ async fn next_connection(events: &mut UnboundedReceiver<Event>) -> bool {
             .await
             .expect("a connection event within 20 s")
             .expect("queue open");
-        if let Event::Connection { up } = e {
+        if let Event::Connection { up, .. } = e {
             return up;
         }
     }

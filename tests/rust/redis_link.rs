@@ -106,6 +106,7 @@ async fn next_message(events: &mut UnboundedReceiver<Event>) -> (String, Option<
             channel,
             pattern,
             payload,
+            ..
         } = e
         {
             return (channel, pattern, payload);
@@ -119,7 +120,7 @@ async fn next_connection(events: &mut UnboundedReceiver<Event>) -> bool {
             .await
             .expect("a connection event within 15 s")
             .expect("queue open");
-        if let Event::Connection { up } = e {
+        if let Event::Connection { up, .. } = e {
             return up;
         }
     }

@@ -56,7 +56,7 @@ impl Guest for Redis {
             options::Mode::Classic => "redis",
             options::Mode::Sharded => "redis-sharded",
         };
-        NODE.set(Some(Node::new(opts)));
+        NODE.set(Some(Node::new(opts, args.node_id)));
         Ok(AdapterInfo {
             name: name.into(),
             version: env!("CARGO_PKG_VERSION").into(),

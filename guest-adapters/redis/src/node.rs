@@ -147,6 +147,10 @@ pub struct Node {
     pub opts: Options,
     /// This node's adapter uid per open namespace.
     uids: HashMap<String, String>,
+    /// This node's uid on the wire: the host's node id, the same in every namespace and
+    /// kept across hot swaps, so a swapped-in adapter knows the echo of what the one
+    /// before it published (and other nodes see the same node).
+    node_id: String,
     seed: String,
     next: u64,
     requests: HashMap<String, Request>,
@@ -160,10 +164,11 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(opts: Options) -> Node {
+    pub fn new(opts: Options, node_id: String) -> Node {
         Node {
             opts,
             uids: HashMap::new(),
+            node_id,
             seed: random_id(),
             next: 0,
             requests: HashMap::new(),
@@ -234,7 +239,7 @@ impl Node {
         if self.uids.contains_key(&nsp) {
             return Ok(());
         }
-        let uid = random_id();
+        let uid = self.node_id.clone();
         match self.opts.mode {
             Mode::Classic => classic::subscribe(&self.opts, &nsp, &uid)?,
             Mode::Sharded => sharded::subscribe(&self.opts, &nsp, &uid)?,

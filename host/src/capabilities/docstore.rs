@@ -11,7 +11,7 @@ use crate::runtime::bindings::wasio::adapter::types::Error;
 
 impl HostState {
     fn docstore(&self) -> Result<Arc<MongoDocStore>, Error> {
-        self.shared.docstore().ok_or_else(|| {
+        self.links.docstore.clone().ok_or_else(|| {
             Error::Denied("no MongoDB datasource is attached to this adapter".into())
         })
     }
@@ -24,6 +24,9 @@ impl Host for HostState {
         feed: Feed,
         setup: Setup,
     ) -> wasmtime::Result<Result<(), Error>> {
+        if self.muted() {
+            return Ok(Ok(()));
+        }
         let feed = match feed {
             Feed::ChangeStream(filter) => {
                 match mongodb::bson::Document::from_reader(filter.as_slice()) {
@@ -51,6 +54,9 @@ impl Host for HostState {
         collection: String,
         document: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
+        if self.muted() {
+            return Ok(Ok(()));
+        }
         Ok(self.docstore().and_then(|l| {
             l.insert(collection, &document).map_err(|e| match e {
                 InsertError::Invalid(m) => Error::Invalid(m),

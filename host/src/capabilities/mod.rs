@@ -39,8 +39,9 @@ pub enum Event {
         handle: u64,
         data: Vec<u8>,
     },
-    /// A message arrived on a subscribed channel.
+    /// A message arrived on a subscribed channel of datasource link `link`.
     Message {
+        link: u64,
         channel: String,
         pattern: Option<String>,
         payload: Vec<u8>,
@@ -51,15 +52,24 @@ pub enum Event {
         ticket: u64,
         counts: Result<Vec<u64>, String>,
     },
-    /// The datasource connection went down or came back.
-    Connection { up: bool },
-    /// Rooms of a watched namespace that exist on this node, some perhaps new.
-    Rooms { nsp: String, rooms: Vec<String> },
-    /// A document was inserted in a watched collection (BSON).
+    /// The connection of datasource link `link` went down or came back.
+    Connection { link: u64, up: bool },
+    /// Rooms of a watched namespace that exist on this node, some perhaps new: all of
+    /// them for instance `generation` (it asked), or new ones for whoever serves now.
+    Rooms {
+        generation: Option<u64>,
+        nsp: String,
+        rooms: Vec<String>,
+    },
+    /// A document was inserted in a watched collection of link `link` (BSON).
     Document {
+        link: u64,
         collection: String,
         document: Vec<u8>,
     },
+    /// Hot swap, in queue order: an adapter is being prepared (its events wait), or
+    /// takes over here, or was refused; a drained old adapter may be retired.
+    Swap(crate::swap::Control),
 }
 
 impl Event {
@@ -70,15 +80,76 @@ impl Event {
             | Event::LocalAck { generation, .. }
             | Event::ServerSideAck { generation, .. }
             | Event::Counts { generation, .. } => Some(*generation),
+            Event::Rooms { generation, .. } => *generation,
             Event::Message { .. }
             | Event::Connection { .. }
-            | Event::Rooms { .. }
-            | Event::Document { .. } => None,
+            | Event::Document { .. }
+            | Event::Swap(_) => None,
+        }
+    }
+
+    /// The datasource link an event came from, for those that come from one.
+    pub fn link(&self) -> Option<u64> {
+        match self {
+            Event::Message { link, .. }
+            | Event::Connection { link, .. }
+            | Event::Document { link, .. } => Some(*link),
+            _ => None,
         }
     }
 }
 
-/// Node state shared by every instance (and, later, every swapped-in adapter).
+/// The datasource links one adapter uses (the host's side of `pubsub` / `docstore`).
+#[derive(Clone, Default)]
+pub struct Links {
+    pub pubsub: Option<Arc<RedisPubSub>>,
+    pub docstore: Option<Arc<MongoDocStore>>,
+}
+
+impl Links {
+    /// Whether an event of link `id` is for this adapter.
+    pub fn has(&self, id: u64) -> bool {
+        self.pubsub.as_ref().is_some_and(|l| l.id() == id)
+            || self.docstore.as_ref().is_some_and(|l| l.id() == id)
+    }
+
+    /// Ids of the links.
+    pub fn ids(&self) -> Vec<u64> {
+        let p = self.pubsub.as_ref().map(|l| l.id());
+        let d = self.docstore.as_ref().map(|l| l.id());
+        p.into_iter().chain(d).collect()
+    }
+
+    /// The datasource's name, if there is one.
+    pub fn name(&self) -> Option<String> {
+        let p = self.pubsub.as_ref().map(|l| l.spec().name.clone());
+        p.or_else(|| self.docstore.as_ref().map(|l| l.spec().name.clone()))
+    }
+
+    /// The link's state and counters, for `/healthz`.
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let p = self.pubsub.as_ref().map(|l| l.to_json());
+        p.or_else(|| self.docstore.as_ref().map(|l| l.to_json()))
+    }
+
+    /// Closes each link nobody else holds (what is queued is sent first).
+    pub async fn close(self) {
+        if let Some(link) = self.pubsub {
+            match Arc::try_unwrap(link) {
+                Ok(link) => link.close().await,
+                Err(_) => tracing::debug!("datasource still in use; closed when dropped"),
+            }
+        }
+        if let Some(link) = self.docstore {
+            match Arc::try_unwrap(link) {
+                Ok(link) => link.close().await,
+                Err(_) => tracing::debug!("datasource still in use; closed when dropped"),
+            }
+        }
+    }
+}
+
+/// Node state shared by every instance and every swapped-in adapter.
 pub struct Shared {
     /// This node's id, given to the guest's `init`.
     pub node_id: String,
@@ -91,8 +162,7 @@ pub struct Shared {
     generation: AtomicU64,
     server_side: RwLock<Option<ServerSideHandler>>,
     inspector: RwLock<Option<SocketInspector>>,
-    pubsub: RwLock<Option<Arc<RedisPubSub>>>,
-    docstore: RwLock<Option<Arc<MongoDocStore>>>,
+    links: AtomicU64,
     /// Namespaces whose guest asked to hear of rooms (`sockets.watch-rooms`).
     watched: RwLock<HashSet<String>>,
     pub metrics: Metrics,
@@ -117,8 +187,7 @@ impl Shared {
             generation: AtomicU64::new(0),
             server_side: RwLock::new(None),
             inspector: RwLock::new(None),
-            pubsub: RwLock::new(None),
-            docstore: RwLock::new(None),
+            links: AtomicU64::new(0),
             watched: RwLock::new(HashSet::new()),
             metrics: Metrics::default(),
         };
@@ -127,6 +196,11 @@ impl Shared {
 
     pub(crate) fn next_generation(&self) -> u64 {
         self.generation.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// A new id for a datasource link's events.
+    pub(crate) fn next_link_id(&self) -> u64 {
+        self.links.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Queues an event for the guest.
@@ -187,6 +261,7 @@ impl Shared {
     pub fn rooms_joined(&self, nsp: &str, rooms: &[String]) {
         if self.watches(nsp) && !rooms.is_empty() {
             self.push(Event::Rooms {
+                generation: None,
                 nsp: nsp.to_string(),
                 rooms: rooms.to_vec(),
             });
@@ -202,31 +277,32 @@ impl Shared {
         self.watched.write().unwrap().insert(nsp.to_string());
     }
 
-    /// Attaches (or detaches) the Redis link behind `pubsub`; returns the previous one.
-    pub fn set_pubsub(&self, link: Option<Arc<RedisPubSub>>) -> Option<Arc<RedisPubSub>> {
-        std::mem::replace(&mut *self.pubsub.write().unwrap(), link)
-    }
-
-    /// The Redis link behind `pubsub`, if one is attached.
-    pub fn pubsub(&self) -> Option<Arc<RedisPubSub>> {
-        self.pubsub.read().unwrap().clone()
-    }
-
-    /// Attaches (or detaches) the MongoDB link behind `docstore`; returns the previous one.
-    pub fn set_docstore(&self, link: Option<Arc<MongoDocStore>>) -> Option<Arc<MongoDocStore>> {
-        std::mem::replace(&mut *self.docstore.write().unwrap(), link)
-    }
-
-    /// The MongoDB link behind `docstore`, if one is attached.
-    pub fn docstore(&self) -> Option<Arc<MongoDocStore>> {
-        self.docstore.read().unwrap().clone()
-    }
-
-    /// The instance serving this node is gone: its timers die with it, and requests
-    /// it was answering fail now instead of hanging.
-    pub(crate) fn instance_gone(&self, reason: &str) {
-        self.timers.cancel_all();
+    /// Instance `generation` is gone (a fault, or the node closing): its timers die
+    /// with it, and the requests being answered fail now instead of hanging.
+    pub(crate) fn instance_gone(&self, generation: u64, reason: &str) {
+        self.timers.cancel_generation(generation);
         self.requests.fail_all(reason);
+    }
+
+    /// Instance `generation` was swapped out: its timers die with it; requests are
+    /// left to whoever drains it.
+    pub(crate) fn instance_retired(&self, generation: u64) {
+        self.timers.cancel_generation(generation);
+    }
+
+    /// Ids of the cluster requests open now.
+    pub(crate) fn open_requests(&self) -> Vec<u64> {
+        self.requests.open_ids()
+    }
+
+    /// Whether any of `ids` is still open.
+    pub(crate) fn any_open(&self, ids: &[u64]) -> bool {
+        self.requests.any_open(ids)
+    }
+
+    /// Ends the requests of `ids` still open with `reason`.
+    pub(crate) fn fail_requests(&self, ids: &[u64], reason: &str) {
+        self.requests.fail(ids, reason);
     }
 }
 

@@ -12,9 +12,28 @@ use crate::runtime::bindings::wasio::adapter::types::Error;
 
 impl HostState {
     fn link(&self) -> Result<Arc<RedisPubSub>, Error> {
-        self.shared
-            .pubsub()
+        self.links
+            .pubsub
+            .clone()
             .ok_or_else(|| Error::Denied("no Redis datasource is attached to this adapter".into()))
+    }
+}
+
+impl HostState {
+    /// (Un)subscribes `topic` and remembers it; a muted adapter leaves the link alone.
+    fn follow(&mut self, topic: Topic, on: bool) -> Result<(), Error> {
+        if self.muted() {
+            return Ok(());
+        }
+        let link = self.link()?;
+        if on {
+            self.topics.insert(topic.clone());
+            link.subscribe(topic)
+        } else {
+            self.topics.remove(&topic);
+            link.unsubscribe(topic)
+        }
+        .map_err(Error::Unavailable)
     }
 }
 
@@ -32,6 +51,9 @@ impl Host for HostState {
         payload: Vec<u8>,
         mode: Mode,
     ) -> wasmtime::Result<Result<(), Error>> {
+        if self.muted() {
+            return Ok(Ok(()));
+        }
         Ok(self.link().and_then(|l| {
             l.publish(channel, payload, mode == Mode::Sharded)
                 .map_err(Error::Unavailable)
@@ -39,24 +61,20 @@ impl Host for HostState {
     }
 
     fn subscribe(&mut self, channel: String, mode: Mode) -> wasmtime::Result<Result<(), Error>> {
-        Ok(self.link().and_then(|l| {
-            l.subscribe(topic(channel, mode))
-                .map_err(Error::Unavailable)
-        }))
+        Ok(self.follow(topic(channel, mode), true))
     }
 
     fn psubscribe(&mut self, pattern: String) -> wasmtime::Result<Result<(), Error>> {
-        Ok(self.link().and_then(|l| {
-            l.subscribe(Topic::Pattern(pattern))
-                .map_err(Error::Unavailable)
-        }))
+        Ok(self.follow(Topic::Pattern(pattern), true))
     }
 
     fn unsubscribe(&mut self, channel: String, mode: Mode) -> wasmtime::Result<Result<(), Error>> {
-        Ok(self.link().and_then(|l| {
-            l.unsubscribe(topic(channel, mode))
-                .map_err(Error::Unavailable)
-        }))
+        // A pattern given to psubscribe is stopped by its name, as a channel.
+        let t = topic(channel, mode);
+        if let Topic::Channel(name) = &t {
+            self.topics.remove(&Topic::Pattern(name.clone()));
+        }
+        Ok(self.follow(t, false))
     }
 
     fn count_subscribers(

@@ -48,6 +48,24 @@ impl Pending {
         }
     }
 
+    pub(super) fn open_ids(&self) -> Vec<u64> {
+        self.open.lock().unwrap().keys().copied().collect()
+    }
+
+    pub(super) fn any_open(&self, ids: &[u64]) -> bool {
+        let open = self.open.lock().unwrap();
+        ids.iter().any(|id| open.contains_key(id))
+    }
+
+    pub(super) fn fail(&self, ids: &[u64], reason: &str) {
+        let mut open = self.open.lock().unwrap();
+        for id in ids {
+            if let Some(tx) = open.remove(id) {
+                let _ = tx.send(Part::Finish(Err(reason.to_string())));
+            }
+        }
+    }
+
     pub(super) fn fail_all(&self, reason: &str) {
         for (_, tx) in self.open.lock().unwrap().drain() {
             let _ = tx.send(Part::Finish(Err(reason.to_string())));

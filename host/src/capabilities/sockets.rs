@@ -50,6 +50,16 @@ pub struct ServerSideEvent {
 /// What runs on this node when another node does `serverSideEmit`.
 pub type ServerSideHandler = Arc<dyn Fn(ServerSideEvent) + Send + Sync>;
 
+impl HostState {
+    /// Namespace `nsp`'s sockets, to act on; none for a swapped-out adapter.
+    fn local(&self, nsp: &str) -> Option<Arc<dyn LocalNamespace>> {
+        if self.muted() {
+            return None;
+        }
+        self.shared.namespace(nsp)
+    }
+}
+
 impl Host for HostState {
     fn broadcast(
         &mut self,
@@ -57,7 +67,8 @@ impl Host for HostState {
         packet: Vec<u8>,
         opts: BroadcastOpts,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let Some(ns) = self.shared.namespace(&nsp) else {
+        // A swapped-out adapter draining its requests delivers nothing: the new one does.
+        let Some(ns) = self.local(&nsp) else {
             return Ok(Ok(()));
         };
         Ok(ns.broadcast(&packet, &opts).map_err(Error::Invalid))
@@ -73,7 +84,7 @@ impl Host for HostState {
     ) -> wasmtime::Result<Result<u32, Error>> {
         let generation = self.generation;
         let shared = self.shared.clone();
-        let Some(ns) = self.shared.namespace(&nsp) else {
+        let Some(ns) = self.local(&nsp) else {
             shared.push(Event::LocalAck {
                 generation,
                 handle,
@@ -109,7 +120,7 @@ impl Host for HostState {
         opts: BroadcastOpts,
         rooms: Vec<String>,
     ) -> wasmtime::Result<()> {
-        if let Some(ns) = self.shared.namespace(&nsp) {
+        if let Some(ns) = self.local(&nsp) {
             ns.add_sockets(&opts, rooms);
         }
         Ok(())
@@ -121,7 +132,7 @@ impl Host for HostState {
         opts: BroadcastOpts,
         rooms: Vec<String>,
     ) -> wasmtime::Result<()> {
-        if let Some(ns) = self.shared.namespace(&nsp) {
+        if let Some(ns) = self.local(&nsp) {
             ns.del_sockets(&opts, rooms);
         }
         Ok(())
@@ -133,7 +144,7 @@ impl Host for HostState {
         opts: BroadcastOpts,
         close: bool,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let Some(ns) = self.shared.namespace(&nsp) else {
+        let Some(ns) = self.local(&nsp) else {
             return Ok(Ok(()));
         };
         Ok(ns.disconnect(&opts, close).map_err(Error::Other))
@@ -156,6 +167,9 @@ impl Host for HostState {
     }
 
     fn watch_rooms(&mut self, nsp: String) -> wasmtime::Result<()> {
+        if self.muted() {
+            return Ok(());
+        }
         self.shared.watch_rooms(&nsp);
         let all = BroadcastOpts {
             flags: Default::default(),
@@ -169,7 +183,12 @@ impl Host for HostState {
             .namespace(&nsp)
             .map(|ns| ns.rooms(&all))
             .unwrap_or_default();
-        self.shared.push(Event::Rooms { nsp, rooms });
+        // For this instance: during a swap it is not yet the one serving.
+        self.shared.push(Event::Rooms {
+            generation: Some(self.generation),
+            nsp,
+            rooms,
+        });
         Ok(())
     }
 
@@ -188,6 +207,9 @@ impl Host for HostState {
             }
             Err(e) => return Ok(Err(Error::Invalid(format!("server-side emit data: {e}")))),
         };
+        if self.muted() {
+            return Ok(Ok(()));
+        }
         let Some(handler) = self.shared.server_side.read().unwrap().clone() else {
             tracing::debug!(%nsp, "serverSideEmit from another node, but no handler is set");
             return Ok(Ok(()));

@@ -11,18 +11,23 @@ use super::Event;
 use crate::runtime::HostState;
 use crate::runtime::bindings::wasio::adapter::timers::Host;
 
-/// Pending timers of the live instance.
+/// Pending timers, with the instance (generation) that started each.
 #[derive(Default)]
 pub(super) struct Timers {
     next: AtomicU64,
-    pending: Mutex<HashMap<u64, AbortHandle>>,
+    pending: Mutex<HashMap<u64, (u64, AbortHandle)>>,
 }
 
 impl Timers {
-    pub(super) fn cancel_all(&self) {
-        for (_, t) in self.pending.lock().unwrap().drain() {
-            t.abort();
-        }
+    /// Cancels the timers of instance `generation` (others keep running: a swapped-in
+    /// adapter's, while the old one is retired).
+    pub(super) fn cancel_generation(&self, generation: u64) {
+        self.pending.lock().unwrap().retain(|_, (g, t)| {
+            if *g == generation {
+                t.abort();
+            }
+            *g != generation
+        });
     }
 }
 
@@ -42,12 +47,12 @@ impl Host for HostState {
             .pending
             .lock()
             .unwrap()
-            .insert(id, task.abort_handle());
+            .insert(id, (generation, task.abort_handle()));
         Ok(id)
     }
 
     fn cancel(&mut self, id: u64) -> wasmtime::Result<()> {
-        if let Some(t) = self.shared.timers.pending.lock().unwrap().remove(&id) {
+        if let Some((_, t)) = self.shared.timers.pending.lock().unwrap().remove(&id) {
             t.abort();
         }
         Ok(())

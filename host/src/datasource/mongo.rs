@@ -71,6 +71,8 @@ struct Insert {
 /// One MongoDB datasource, shared by every namespace of the node.
 pub struct MongoDocStore {
     spec: DatasourceSpec,
+    /// Tags this link's events, so they reach the adapters that use it.
+    id: u64,
     db: Database,
     inserts: mpsc::Sender<Insert>,
     metrics: Arc<LinkMetrics>,
@@ -104,6 +106,7 @@ impl MongoDocStore {
             .map_err(|_| anyhow::anyhow!("{label}: no connection after {CONNECT_TIMEOUT:?}"))?
             .with_context(|| format!("{label}: cannot connect"))?;
 
+        let id = shared.upgrade().map_or(0, |s| s.next_link_id());
         let metrics = Arc::new(LinkMetrics::default());
         metrics.connected.store(true, Relaxed);
         let (inserts, rx) = mpsc::channel(spec.publish_buffer.max(1));
@@ -111,6 +114,7 @@ impl MongoDocStore {
         let writer = tokio::spawn(write(db.clone(), rx, open_rx, metrics.clone(), label));
         Ok(MongoDocStore {
             spec: spec.clone(),
+            id,
             db,
             inserts,
             metrics,
@@ -120,6 +124,16 @@ impl MongoDocStore {
             open,
             shared,
         })
+    }
+
+    /// The id this link's events carry.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The datasource this link was made for.
+    pub fn spec(&self) -> &DatasourceSpec {
+        &self.spec
     }
 
     /// Makes `collection` ready (capped, or a TTL index on `createdAt`) and starts
@@ -147,6 +161,7 @@ impl MongoDocStore {
             m.insert(collection.clone(), false);
         });
         let reader = Reader {
+            link: self.id,
             open: self.open.clone(),
             coll: self.db.collection::<RawDocumentBuf>(&collection),
             db: self.db.clone(),
@@ -331,6 +346,7 @@ fn settle(
 
 /// Reads one watched collection and pushes its new documents into the guest.
 struct Reader {
+    link: u64,
     open: watch::Sender<HashMap<String, bool>>,
     db: Database,
     coll: Collection<RawDocumentBuf>,
@@ -500,6 +516,7 @@ impl Reader {
     fn push(&self, collection: &str, document: Vec<u8>) {
         if let Some(shared) = self.shared.upgrade() {
             shared.push(Event::Document {
+                link: self.link,
                 collection: collection.to_string(),
                 document,
             });
@@ -514,7 +531,10 @@ impl Reader {
             self.metrics.reconnects.fetch_add(1, Relaxed);
             tracing::info!("{}: feed reopened", self.label);
             if let Some(shared) = self.shared.upgrade() {
-                shared.push(Event::Connection { up: true });
+                shared.push(Event::Connection {
+                    link: self.link,
+                    up: true,
+                });
             }
         }
     }
@@ -523,7 +543,10 @@ impl Reader {
         if self.metrics.connected.swap(false, Relaxed) {
             tracing::warn!("{}: feed lost: {why}; reopening", self.label);
             if let Some(shared) = self.shared.upgrade() {
-                shared.push(Event::Connection { up: false });
+                shared.push(Event::Connection {
+                    link: self.link,
+                    up: false,
+                });
             }
         } else {
             tracing::debug!("{}: {why}", self.label);

@@ -56,6 +56,8 @@ enum Op {
     },
     Subscribe(Topic),
     Unsubscribe(Topic),
+    /// Answered once everything queued before it is done (subscriptions confirmed).
+    Barrier(tokio::sync::oneshot::Sender<()>),
     Count {
         channels: Vec<String>,
         sharded: bool,
@@ -66,6 +68,8 @@ enum Op {
 /// One Redis datasource, shared by every namespace of the node.
 pub struct RedisPubSub {
     spec: DatasourceSpec,
+    /// Tags this link's events, so they reach the adapters that use it.
+    id: u64,
     ops: mpsc::Sender<Op>,
     metrics: Arc<LinkMetrics>,
     writer: tokio::task::JoinHandle<()>,
@@ -79,6 +83,7 @@ impl RedisPubSub {
     /// and starts relaying what arrives into `shared`'s event queue.
     pub async fn connect(spec: &DatasourceSpec, shared: Weak<Shared>) -> anyhow::Result<Self> {
         let label = format!("datasource `{}` ({})", spec.name, spec.redacted_url());
+        let id = shared.upgrade().map_or(0, |s| s.next_link_id());
         let config = Config::from_url(&spec.url).with_context(|| format!("{label}: bad URL"))?;
         let mut builder = Builder::from_config(config);
         builder
@@ -131,12 +136,14 @@ impl RedisPubSub {
         ));
         let mut tasks = JoinSet::new();
         tasks.spawn(receive(
+            id,
             messages,
             topics.clone(),
             shared.clone(),
             metrics.clone(),
         ));
         let watch = LinkWatch {
+            id,
             subscriber: subscriber.clone(),
             topics,
             writable,
@@ -147,6 +154,7 @@ impl RedisPubSub {
         tasks.spawn(watch.run(reconnects, errors));
         Ok(RedisPubSub {
             spec: spec.clone(),
+            id,
             ops,
             metrics,
             writer,
@@ -154,6 +162,16 @@ impl RedisPubSub {
             publisher,
             subscriber,
         })
+    }
+
+    /// The id this link's events carry.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The datasource this link was made for.
+    pub fn spec(&self) -> &DatasourceSpec {
+        &self.spec
     }
 
     /// Queues `payload` for `channel`; fails only when the buffer is full.
@@ -174,6 +192,16 @@ impl RedisPubSub {
     /// as a `Channel`).
     pub fn unsubscribe(&self, topic: Topic) -> Result<(), String> {
         self.enqueue(Op::Unsubscribe(topic))
+    }
+
+    /// Waits until what was queued before (subscriptions above all) is done in Redis,
+    /// `wait` at most; false when it was not.
+    pub async fn settled(&self, wait: Duration) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.enqueue(Op::Barrier(tx)).is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(wait, rx).await, Ok(Ok(())))
     }
 
     /// Asks Redis how many subscribers each channel has; `reply` gets the answer.
@@ -269,6 +297,10 @@ async fn write(
                     if added && let Err(e) = send_subscribe(&subscriber, &topic).await {
                         tracing::warn!("subscribe {topic:?} failed (replayed on reconnect): {e}");
                     }
+                }
+                Op::Barrier(done) => {
+                    flush(&publisher, &mut pending, &metrics).await;
+                    let _ = done.send(());
                 }
                 Op::Unsubscribe(topic) => {
                     flush(&publisher, &mut pending, &metrics).await;
@@ -397,6 +429,7 @@ async fn count(publisher: &Client, channels: &[String], sharded: bool) -> Result
 
 /// Forwards messages into the node's event queue, in order.
 async fn receive(
+    link: u64,
     mut messages: broadcast::Receiver<fred::types::Message>,
     topics: Arc<Mutex<BTreeSet<Topic>>>,
     shared: Weak<Shared>,
@@ -430,6 +463,7 @@ async fn receive(
             return;
         };
         shared.push(Event::Message {
+            link,
             channel,
             pattern,
             payload,
@@ -447,6 +481,7 @@ fn matching_pattern(topics: &Mutex<BTreeSet<Topic>>, channel: &str) -> Option<St
 /// Tells the guest when the link goes down and, after replaying every subscription,
 /// when it is back; holds publishes while it is down.
 struct LinkWatch {
+    id: u64,
     subscriber: SubscriberClient,
     topics: Arc<Mutex<BTreeSet<Topic>>>,
     writable: watch::Sender<bool>,
@@ -462,6 +497,7 @@ impl LinkWatch {
         mut errors: broadcast::Receiver<(fred::error::Error, Option<fred::types::config::Server>)>,
     ) {
         let LinkWatch {
+            id,
             subscriber,
             topics,
             writable,
@@ -472,7 +508,7 @@ impl LinkWatch {
         use std::sync::atomic::Ordering::Relaxed;
         let push = |up: bool| {
             if let Some(shared) = shared.upgrade() {
-                shared.push(Event::Connection { up });
+                shared.push(Event::Connection { link: id, up });
             }
         };
         loop {

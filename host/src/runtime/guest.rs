@@ -1,8 +1,10 @@
 //! One live adapter instance: calls into it under a deadline, and a fresh instance
 //! (init and namespaces replayed) after it traps, loops or runs out of memory.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use tokio::sync::Mutex;
@@ -12,7 +14,8 @@ use super::{
     AdapterComponent, AdapterInfo, BroadcastOpts, Host, HostState, InitArgs, Limits, Runtime, Stop,
     WitError,
 };
-use crate::capabilities::Shared;
+use crate::capabilities::{Links, Shared};
+use crate::datasource::redis::Topic;
 
 /// Why a guest call did not succeed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -34,6 +37,9 @@ pub enum GuestError {
     /// No instance could be made to run (instantiation or init failed).
     #[error("adapter `{adapter}` is unavailable: {cause}")]
     Unavailable { adapter: String, cause: String },
+    /// The adapter was swapped out before the call ran: the caller retries on the new one.
+    #[error("adapter `{adapter}` was swapped out")]
+    Swapped { adapter: String },
 }
 
 /// A human line for a WIT error.
@@ -207,6 +213,10 @@ pub struct GuestSlot {
     shared: Arc<Shared>,
     limits: Limits,
     options: String,
+    links: Links,
+    request_timeout: Duration,
+    /// Set when swapped out (see `HostState::muted`).
+    muted: Arc<AtomicBool>,
     info: AdapterInfo,
     generation: AtomicU64,
     /// Set by `close`: a closed slot is never brought back.
@@ -215,21 +225,47 @@ pub struct GuestSlot {
 }
 
 impl GuestSlot {
-    /// Instantiates `component` and runs its `init`; an error refuses the adapter.
+    /// Instantiates `component`, runs its `init` and opens `namespaces` (those alive,
+    /// when swapped in); an error refuses the adapter.
     pub async fn start(
         component: Arc<AdapterComponent>,
         shared: Arc<Shared>,
-        limits: Limits,
-        options: String,
+        setup: SlotSetup,
+        namespaces: &[String],
     ) -> Result<GuestSlot, GuestError> {
+        let SlotSetup {
+            limits,
+            options,
+            links,
+            request_timeout,
+        } = setup;
         let generation = shared.next_generation();
-        let (live, info) =
-            instantiate(&component, &shared, limits, &options, generation, None).await?;
+        let muted = Arc::new(AtomicBool::new(false));
+        let made = Made {
+            component: &component,
+            shared: &shared,
+            limits,
+            options: &options,
+            links: &links,
+            muted: &muted,
+        };
+        let started = instantiate(&made, generation, namespaces).await;
+        let (live, info) = match started {
+            Ok(ok) => ok,
+            Err(e) => {
+                // Timers it may have started die with it.
+                shared.instance_retired(generation);
+                return Err(e);
+            }
+        };
         Ok(GuestSlot {
             component,
             shared,
             limits,
             options,
+            links,
+            request_timeout,
+            muted,
             info,
             generation: AtomicU64::new(generation),
             closed: AtomicBool::new(false),
@@ -251,14 +287,53 @@ impl GuestSlot {
         &self.component
     }
 
+    /// The datasource links this adapter uses.
+    pub fn links(&self) -> &Links {
+        &self.links
+    }
+
+    /// How long the guest is given to answer a cluster request.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
     /// The instantiation currently live; events of older ones are stale.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Runs `f` on the live instance under the deadline. A fault replaces the instance.
+    /// Runs `call` on the live instance under the deadline. A fault replaces the
+    /// instance. A swapped-out adapter refuses with `Swapped`.
     pub(crate) async fn call(&self, op: &'static str, call: GuestCall) -> Result<(), GuestError> {
+        match self.try_call(op, call, false).await {
+            Ok(res) => res,
+            Err(_) => Err(GuestError::Swapped {
+                adapter: self.info.name.clone(),
+            }),
+        }
+    }
+
+    /// `call`, but a swapped-out adapter hands the call back (to be made on the new
+    /// one) unless `draining` says it is meant for the old one, muted.
+    pub(crate) async fn try_call(
+        &self,
+        op: &'static str,
+        call: GuestCall,
+        draining: bool,
+    ) -> Result<Result<(), GuestError>, GuestCall> {
         let mut guard = self.live.lock().await;
+        if !draining && self.muted.load(Ordering::Acquire) {
+            return Err(call);
+        }
+        Ok(self.run_call(&mut guard, op, call).await)
+    }
+
+    async fn run_call(
+        &self,
+        guard: &mut Option<Live>,
+        op: &'static str,
+        call: GuestCall,
+    ) -> Result<(), GuestError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(GuestError::Unavailable {
                 adapter: self.info.name.clone(),
@@ -281,8 +356,10 @@ impl GuestSlot {
                 self.shared.metrics.record_fault(&e);
                 tracing::error!(adapter = %self.info.name, op, %cause, trace = %backtrace(&e), "guest stopped; re-instantiating");
                 *guard = None;
-                self.shared
-                    .instance_gone("adapter instance was restarted after a fault");
+                self.shared.instance_gone(
+                    self.generation(),
+                    "adapter instance was restarted after a fault",
+                );
                 match self.reinstantiate().await {
                     Ok(live) => *guard = Some(live),
                     Err(e) => {
@@ -312,7 +389,35 @@ impl GuestSlot {
             }
         }
         *guard = None;
-        self.shared.instance_gone("adapter closed");
+        self.shared
+            .instance_gone(self.generation(), "adapter closed");
+    }
+
+    /// Swaps this adapter out: waits for the call in progress, mutes it (a caller that
+    /// reaches it later retries on the new one) and runs `switch`, before any other call
+    /// can start on it, so calls on the old adapter all finish before the new one's begin.
+    pub(crate) async fn mute_then(&self, switch: impl FnOnce()) {
+        let _guard = self.live.lock().await;
+        self.muted.store(true, Ordering::Release);
+        switch();
+    }
+
+    /// Drops a swapped-out adapter without its `close`: the node stays in the cluster,
+    /// under the same id, with the new adapter.
+    pub(crate) async fn retire(&self) {
+        let mut guard = self.live.lock().await;
+        self.closed.store(true, Ordering::Release);
+        *guard = None;
+        self.shared.instance_retired(self.generation());
+    }
+
+    /// What the live instance subscribed to.
+    pub(crate) async fn topics(&self) -> BTreeSet<Topic> {
+        let guard = self.live.lock().await;
+        guard
+            .as_ref()
+            .map(|l| l.store.data().topics.clone())
+            .unwrap_or_default()
     }
 
     async fn reinstantiate(&self) -> Result<Live, GuestError> {
@@ -323,35 +428,65 @@ impl GuestSlot {
             .reinstantiations
             .fetch_add(1, Ordering::Relaxed);
         let namespaces = self.shared.namespace_names();
-        let (live, _) = instantiate(
-            &self.component,
-            &self.shared,
-            self.limits,
-            &self.options,
-            generation,
-            Some(&namespaces),
-        )
-        .await?;
+        let made = Made {
+            component: &self.component,
+            shared: &self.shared,
+            limits: self.limits,
+            options: &self.options,
+            links: &self.links,
+            muted: &self.muted,
+        };
+        let (live, _) = instantiate(&made, generation, &namespaces).await?;
         tracing::info!(adapter = %self.info.name, namespaces = namespaces.len(), "guest re-instantiated");
         Ok(live)
     }
 }
 
-/// A new instance with `init` run and, when given, `open` replayed for each namespace.
-async fn instantiate(
-    component: &AdapterComponent,
-    shared: &Arc<Shared>,
+/// How a slot's instances are made, besides the component.
+pub struct SlotSetup {
+    pub limits: Limits,
+    /// The guest's options (JSON) for `init`.
+    pub options: String,
+    pub links: Links,
+    pub request_timeout: Duration,
+}
+
+/// What every instance of one slot is made from.
+struct Made<'a> {
+    component: &'a AdapterComponent,
+    shared: &'a Arc<Shared>,
     limits: Limits,
-    options: &str,
+    options: &'a str,
+    links: &'a Links,
+    muted: &'a Arc<AtomicBool>,
+}
+
+/// A new instance with `init` run and `open` replayed for each of `namespaces`.
+async fn instantiate(
+    made: &Made<'_>,
     generation: u64,
-    namespaces: Option<&[String]>,
+    namespaces: &[String],
 ) -> Result<(Live, AdapterInfo), GuestError> {
+    let Made {
+        component,
+        shared,
+        limits,
+        options,
+        links,
+        muted,
+    } = *made;
     let unavailable = |cause: String| GuestError::Unavailable {
         adapter: component.source.clone(),
         cause,
     };
     let rt = Runtime::global().map_err(|e| unavailable(e.to_string()))?;
-    let mut store = rt.store(shared.clone(), limits, generation);
+    let mut store = rt.store(
+        shared.clone(),
+        limits,
+        generation,
+        links.clone(),
+        muted.clone(),
+    );
     store.data_mut().begin_call();
     store.set_epoch_deadline(1);
     let guest = component
@@ -372,7 +507,7 @@ async fn instantiate(
         Ok(Err(e)) => return Err(unavailable(format!("init refused: {}", describe(&e)))),
         Err(e) => return Err(unavailable(format!("init failed: {}", fault_cause(&e)))),
     };
-    for nsp in namespaces.unwrap_or_default() {
+    for nsp in namespaces {
         match invoke(&mut live, GuestCall::Open { nsp: nsp.clone() }).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {

@@ -51,7 +51,8 @@ impl AdapterComponent {
         granted: &[Capability],
     ) -> anyhow::Result<AdapterComponent> {
         let rt = Runtime::global()?;
-        let component = Component::new(rt.engine(), bytes).map_err(|e| {
+        let sha256 = sha256_hex(bytes);
+        let component = compiled(&sha256, || Component::new(rt.engine(), bytes)).map_err(|e| {
             let cause = if bytes.starts_with(b"\0asm\x01\0\0\0") {
                 format!("a core wasm module, not a component (build for wasm32-wasip2, or run `wasm-tools component new`): {e}")
             } else {
@@ -67,10 +68,30 @@ impl AdapterComponent {
         let pre = HostPre::new(pre).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
         Ok(AdapterComponent {
             source: source.to_string(),
-            sha256: sha256_hex(bytes),
+            sha256,
             pre,
         })
     }
+}
+
+/// Compiled components by sha256: compiling is most of a hot swap's time, and swaps go
+/// back and forth between few components. A handful are kept.
+fn compiled(
+    sha256: &str,
+    compile: impl FnOnce() -> wasmtime::Result<Component>,
+) -> wasmtime::Result<Component> {
+    static CACHE: std::sync::Mutex<Vec<(String, Component)>> = std::sync::Mutex::new(Vec::new());
+    const KEEP: usize = 8;
+    if let Some((_, c)) = CACHE.lock().unwrap().iter().find(|(s, _)| s == sha256) {
+        return Ok(c.clone());
+    }
+    let component = compile()?;
+    let mut cache = CACHE.lock().unwrap();
+    if cache.len() >= KEEP {
+        cache.remove(0);
+    }
+    cache.push((sha256.to_string(), component.clone()));
+    Ok(component)
 }
 
 /// Checks the component exports our `guest` interface at a compatible version and

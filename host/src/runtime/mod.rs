@@ -10,10 +10,11 @@ pub(crate) use bindings::{
 };
 pub use bindings::{AdapterInfo, BroadcastFlags, BroadcastOpts, SocketInfo, WitError};
 pub(crate) use guest::GuestCall;
-pub use guest::{GuestError, GuestSlot, describe};
+pub use guest::{GuestError, GuestSlot, SlotSetup, describe};
 pub use load::{AdapterComponent, Capability};
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -21,7 +22,8 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::capabilities::{GuestOutput, Shared};
+use crate::capabilities::{GuestOutput, Links, Shared};
+use crate::datasource::redis::Topic;
 
 /// How often the epoch ticker advances; a looping guest is checked this often.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -95,6 +97,8 @@ impl Runtime {
         shared: Arc<Shared>,
         limits: Limits,
         generation: u64,
+        links: Links,
+        muted: Arc<AtomicBool>,
     ) -> Store<HostState> {
         // No preopens, no environment, no arguments, no network: the default context
         // with TCP, UDP and name lookup explicitly off. Output goes to the host's log.
@@ -111,6 +115,9 @@ impl Runtime {
             shared,
             limits,
             generation,
+            links,
+            muted,
+            topics: BTreeSet::new(),
             call_started: TICKS.load(Ordering::Relaxed),
         };
         let mut store = Store::new(&self.engine, state);
@@ -165,11 +172,24 @@ pub struct HostState {
     limits: Limits,
     /// Which instantiation this is; events of older ones are ignored.
     pub(crate) generation: u64,
+    /// The datasource links this adapter was given.
+    pub(crate) links: Links,
+    /// Set once the adapter is swapped out: while it drains (finishes the cluster
+    /// requests it was answering) its actions on sockets and the backend do nothing,
+    /// as the new adapter does them.
+    pub(crate) muted: Arc<AtomicBool>,
+    /// What this instance subscribed to, so a swap can drop what no one needs.
+    pub(crate) topics: BTreeSet<Topic>,
     /// `TICKS` when the current call began.
     call_started: u64,
 }
 
 impl HostState {
+    /// Whether this adapter was swapped out (its effects are muted).
+    pub(crate) fn muted(&self) -> bool {
+        self.muted.load(Ordering::Acquire)
+    }
+
     pub(crate) fn begin_call(&mut self) {
         self.call_started = TICKS.load(Ordering::Relaxed);
     }

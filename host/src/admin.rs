@@ -1,0 +1,257 @@
+//! The admin API, on a listener of its own: the running adapter's status, hot swap
+//! (by path, built-in name or uploaded component) and rollback. Every request carries
+//! `Authorization: Bearer TOKEN`. Also the small HTTP client `wasio adapter` uses.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::reload::{Node, NodeError, SwapRequest, Wasm};
+use crate::swap::SwapError;
+
+/// Largest uploaded component.
+const BODY_LIMIT: usize = 64 << 20;
+
+#[derive(Clone)]
+struct Admin {
+    node: Arc<Node>,
+    token: Arc<str>,
+}
+
+/// The admin routes for `node`, guarded by `token`.
+pub fn router(node: Arc<Node>, token: &str) -> Router {
+    let state = Admin {
+        node,
+        token: token.into(),
+    };
+    Router::new()
+        .route("/admin/adapter", get(status).post(swap))
+        .route("/admin/adapter/rollback", post(rollback))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin route") })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response {
+    (status, Json(json!({ "error": msg.to_string() }))).into_response()
+}
+
+async fn auth(State(admin): State<Admin>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if same_secret(t.trim().as_bytes(), admin.token.as_bytes()) => next.run(req).await,
+        _ => error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token (Authorization: Bearer TOKEN)",
+        ),
+    }
+}
+
+/// Compares digests, not the strings: the time taken tells nothing about the token,
+/// its length included.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    use sha2::Digest;
+    let (a, b) = (sha2::Sha256::digest(a), sha2::Sha256::digest(b));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+async fn status(State(admin): State<Admin>) -> Response {
+    Json(admin.node.adapter().status()).into_response()
+}
+
+/// The JSON form of a swap.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwapBody {
+    /// A path (relative to the config file's directory) or `builtin:NAME`.
+    wasm: String,
+    /// Absent: keep the running adapter's; `null`: none.
+    #[serde(default, deserialize_with = "present")]
+    datasource: Option<Option<String>>,
+    options: Option<serde_json::Value>,
+}
+
+/// Tells a `null` field (`Some(None)`) from an absent one (`None`, by `default`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// Query of an upload.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UploadQuery {
+    /// A `[datasources.NAME]`; empty for none; absent keeps the running adapter's.
+    datasource: Option<String>,
+    /// Label of the upload (`upload:NAME`); default: the start of its sha256.
+    name: Option<String>,
+}
+
+async fn swap(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    query: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let req = match content_type.as_str() {
+        "application/json" => match serde_json::from_slice::<SwapBody>(&body) {
+            Ok(b) => SwapRequest {
+                wasm: Wasm::Path(b.wasm),
+                datasource: b.datasource,
+                options: b.options,
+            },
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("request body: {e}")),
+        },
+        "application/wasm" | "application/octet-stream" => {
+            let Query(q) = match query {
+                Ok(q) => q,
+                Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+            };
+            upload(q, body)
+        }
+        other => {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "Content-Type `{other}`: send application/json {{\"wasm\": ...}} or the component as application/wasm"
+                ),
+            );
+        }
+    };
+    report(admin.node.swap(req, "admin API").await)
+}
+
+fn upload(q: UploadQuery, body: Bytes) -> SwapRequest {
+    let name: String = q
+        .name
+        .filter(|n| !n.is_empty())
+        .map(|n| n.chars().filter(|c| !c.is_control()).take(100).collect())
+        .unwrap_or_else(|| {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(&body);
+            digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+        });
+    let label = format!("upload:{name}");
+    SwapRequest {
+        wasm: Wasm::Upload {
+            label,
+            bytes: Arc::new(body.to_vec()),
+        },
+        datasource: q.datasource.map(|d| Some(d).filter(|d| !d.is_empty())),
+        options: None,
+    }
+}
+
+async fn rollback(State(admin): State<Admin>) -> Response {
+    report(admin.node.rollback("admin API").await)
+}
+
+fn report(result: Result<crate::swap::SwapReport, NodeError>) -> Response {
+    match result {
+        Ok(r) => Json(r).into_response(),
+        Err(NodeError::BadRequest(e)) => error(StatusCode::BAD_REQUEST, e),
+        Err(NodeError::Swap(e)) => {
+            let status = match &e {
+                SwapError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                SwapError::Datasource(_) => StatusCode::BAD_GATEWAY,
+                SwapError::NoPrevious => StatusCode::CONFLICT,
+            };
+            error(status, e)
+        }
+    }
+}
+
+/// Serves the admin API on `listener` until `stop` turns true.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await?;
+    Ok(())
+}
+
+/// A request to an admin API at `base` (`http://HOST:PORT`): the status and the JSON
+/// answer (`{"error": ...}` included). Plain HTTP/1.1, one connection per request.
+pub async fn call(
+    base: &str,
+    token: &str,
+    method: &str,
+    path_and_query: &str,
+    body: Option<(&str, Vec<u8>)>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    use anyhow::Context;
+    use http_body_util::{BodyExt, Full};
+    let authority = base
+        .strip_prefix("http://")
+        .with_context(|| format!("admin URL `{base}`: only http://HOST:PORT is supported"))?
+        .trim_end_matches('/');
+    let stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .with_context(|| format!("cannot reach the admin API at {base}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .with_context(|| format!("admin API at {base}"))?;
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path_and_query)
+        .header(header::HOST, authority)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"));
+    let payload = match body {
+        Some((content_type, bytes)) => {
+            req = req.header(header::CONTENT_TYPE, content_type);
+            Bytes::from(bytes)
+        }
+        None => Bytes::new(),
+    };
+    let req = req
+        .body(Full::new(payload))
+        .context("building the request")?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .with_context(|| format!("admin API at {base}: {method} {path_and_query}"))?;
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .with_context(|| format!("admin API at {base}: reading the answer"))?
+        .to_bytes();
+    let value = serde_json::from_slice(&bytes).unwrap_or_else(
+        |_| json!({ "error": format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)) }),
+    );
+    Ok((status, value))
+}

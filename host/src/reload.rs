@@ -1,0 +1,345 @@
+//! Changing the running adapter from outside the process: [`Node`] holds the node's
+//! config and runs every swap one at a time (admin API, file watcher, SIGHUP alike);
+//! [`spawn`] starts the watcher of the adapter's `.wasm` file and the SIGHUP handler
+//! that re-reads the config file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{Mutex, mpsc, watch};
+
+use crate::adapter::{Adapter, WasmSource};
+use crate::config::{Config, resolve_wasm};
+use crate::swap::{SwapError, SwapReport};
+
+/// Quiet time after the last change to the `.wasm` before swapping: editors and
+/// `cp` write a file in several steps.
+const DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// The adapter as chosen: what "keep the current one" means for the next swap.
+#[derive(Clone, Debug)]
+struct Choice {
+    /// The `.wasm` file, when the adapter is one (not a built-in or an upload).
+    file: Option<PathBuf>,
+    datasource: Option<String>,
+    options: serde_json::Value,
+}
+
+impl Choice {
+    fn from_config(config: &Config) -> Choice {
+        Choice {
+            file: config.wasm_path(),
+            datasource: config.adapter.datasource.clone(),
+            options: serde_json::to_value(&config.adapter.options).unwrap_or_default(),
+        }
+    }
+}
+
+struct State {
+    /// The config as last loaded (datasources, limits, timeouts).
+    config: Config,
+    current: Choice,
+    /// What a rollback returns to, as the adapter keeps it.
+    previous: Option<Choice>,
+}
+
+/// Which component to swap to.
+pub enum Wasm {
+    /// A path (relative to the config file's directory) or `builtin:NAME`.
+    Path(String),
+    /// Uploaded bytes, with their label (`upload:NAME`).
+    Upload { label: String, bytes: Arc<Vec<u8>> },
+}
+
+/// A swap as asked for; `None` fields keep the running adapter's.
+pub struct SwapRequest {
+    pub wasm: Wasm,
+    /// `Some(None)`: no datasource.
+    pub datasource: Option<Option<String>>,
+    pub options: Option<serde_json::Value>,
+}
+
+/// Why a swap did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The request names something this node does not have (a datasource).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The adapter refused the swap; the old one keeps serving.
+    #[error(transparent)]
+    Swap(#[from] SwapError),
+}
+
+/// This node's adapter and config, and the one lock all swaps take.
+pub struct Node {
+    adapter: Adapter,
+    config_path: Option<PathBuf>,
+    state: Mutex<State>,
+    /// The `.wasm` file the watcher follows.
+    watched: watch::Sender<Option<PathBuf>>,
+}
+
+impl Node {
+    /// `config` as loaded from `config_path`; `adapter` is the one it describes.
+    pub fn new(adapter: Adapter, config: Config, config_path: Option<PathBuf>) -> Arc<Node> {
+        let current = Choice::from_config(&config);
+        let (watched, _) = watch::channel(current.file.clone());
+        Arc::new(Node {
+            adapter,
+            config_path,
+            state: Mutex::new(State {
+                config,
+                current,
+                previous: None,
+            }),
+            watched,
+        })
+    }
+
+    pub fn adapter(&self) -> &Adapter {
+        &self.adapter
+    }
+
+    /// Swaps to `req` (`why` says who asked, for the log).
+    pub async fn swap(&self, req: SwapRequest, why: &str) -> Result<SwapReport, NodeError> {
+        let mut state = self.state.lock().await;
+        let datasource = req
+            .datasource
+            .unwrap_or_else(|| state.current.datasource.clone());
+        let options = req.options.unwrap_or_else(|| state.current.options.clone());
+        let (wasm, upload) = match req.wasm {
+            Wasm::Path(p) => (resolve_wasm(self.config_path.as_deref(), &p), None),
+            Wasm::Upload { label, bytes } => {
+                (label.clone(), Some(WasmSource::Bytes { label, bytes }))
+            }
+        };
+        let mut opts = state
+            .config
+            .adapter_options_for(&wasm, datasource.as_deref(), Some(options.clone()))
+            .map_err(|e| NodeError::BadRequest(e.0))?;
+        let file = match upload {
+            Some(source) => {
+                opts.source = source;
+                None
+            }
+            None => match &opts.source {
+                WasmSource::File(p) => Some(p.clone()),
+                _ => None,
+            },
+        };
+        // The adapter logs the swap's outcome; this says who asked for it.
+        tracing::info!("{why}: swapping to {}", source_label(&opts.source));
+        let report = self.adapter.swap(opts).await?;
+        let next = Choice {
+            file,
+            datasource,
+            options,
+        };
+        state.previous = Some(std::mem::replace(&mut state.current, next));
+        self.watch(state.current.file.clone());
+        Ok(report)
+    }
+
+    /// Swaps back to the adapter that ran before the last swap.
+    pub async fn rollback(&self, why: &str) -> Result<SwapReport, NodeError> {
+        let mut state = self.state.lock().await;
+        tracing::info!("{why}: rolling back");
+        let report = self.adapter.rollback().await?;
+        if let Some(previous) = state.previous.take() {
+            state.previous = Some(std::mem::replace(&mut state.current, previous));
+        }
+        self.watch(state.current.file.clone());
+        Ok(report)
+    }
+
+    /// SIGHUP: re-reads the config file and swaps to its `[adapter]`. A config that
+    /// does not load, or an adapter refused, changes nothing.
+    pub async fn reload(&self) {
+        let Some(path) = &self.config_path else {
+            tracing::warn!("SIGHUP: no config file to re-read (started without --config)");
+            return;
+        };
+        let config = match Config::load(Some(path), std::env::vars()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("SIGHUP: config refused, nothing changed: {e}");
+                return;
+            }
+        };
+        let mut state = self.state.lock().await;
+        tracing::info!(
+            "SIGHUP: swapping to the [adapter] of {}: {}",
+            path.display(),
+            config.adapter.wasm
+        );
+        if self.adapter.swap(config.adapter_options()).await.is_ok() {
+            let next = Choice::from_config(&config);
+            state.config = config;
+            state.previous = Some(std::mem::replace(&mut state.current, next));
+            self.watch(state.current.file.clone());
+        }
+    }
+
+    /// Points the watcher at `file`; the same file keeps its watch.
+    fn watch(&self, file: Option<PathBuf>) {
+        self.watched.send_if_modified(|w| {
+            let changed = *w != file;
+            *w = file;
+            changed
+        });
+    }
+
+    /// The watched `.wasm` changed: swaps to it again, unless the running component
+    /// already is these bytes (or the adapter moved to another file meanwhile).
+    async fn file_changed(&self, path: &Path) {
+        let bytes = match tokio::fs::read(path).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(
+                    "{}: changed but cannot be read, keeping the running adapter: {e}",
+                    path.display()
+                );
+                return;
+            }
+        };
+        {
+            let state = self.state.lock().await;
+            if state.current.file.as_deref() != Some(path) {
+                return;
+            }
+            if sha256_hex(&bytes) == self.adapter.status().current.sha256 {
+                tracing::debug!("{}: changed, same component; no swap", path.display());
+                return;
+            }
+        }
+        let req = SwapRequest {
+            wasm: Wasm::Path(path.display().to_string()),
+            datasource: None,
+            options: None,
+        };
+        // The adapter logs a refusal; a later change tries again.
+        let _ = self.swap(req, "file watcher").await;
+    }
+}
+
+fn source_label(source: &WasmSource) -> String {
+    match source {
+        WasmSource::Builtin(name) => format!("builtin:{name}"),
+        WasmSource::File(path) => path.display().to_string(),
+        WasmSource::Bytes { label, .. } => label.clone(),
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Starts the `.wasm` watcher and the SIGHUP handler; both end when `stop` turns true.
+/// The SIGHUP handler is in place when this returns, so SIGHUP no longer ends the
+/// process.
+pub fn spawn(node: Arc<Node>, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        let (node, mut stop) = (node.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    Some(()) = hup.recv() => node.reload().await,
+                    () = stopped(&mut stop) => return,
+                }
+            }
+        });
+    }
+    tokio::spawn(watch_wasm(node, stop));
+    Ok(())
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`: drop it here, not in a `select!`.
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Follows the adapter's `.wasm` file (whichever it is now) and swaps when it changes.
+async fn watch_wasm(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+    let mut targets = node.watched.subscribe();
+    loop {
+        let target = targets.borrow_and_update().clone();
+        let (tx, mut changes) = mpsc::unbounded_channel();
+        // Kept alive while this target is watched; dropping it stops the watch.
+        let _watcher = match &target {
+            Some(path) => match watch_file(path, tx) {
+                Ok(w) => {
+                    tracing::info!("watching {} for a new adapter", path.display());
+                    Some(w)
+                }
+                Err(e) => {
+                    tracing::warn!("{}: cannot watch: {e:#}", path.display());
+                    None
+                }
+            },
+            None => None,
+        };
+        loop {
+            tokio::select! {
+                changed = targets.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    break;
+                }
+                Some(()) = changes.recv() => {
+                    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, changes.recv()).await {}
+                    if let Some(path) = &target {
+                        node.file_changed(path).await;
+                    }
+                }
+                () = stopped(&mut stop) => return,
+            }
+        }
+    }
+}
+
+/// Watches the directory of `path`, not the file: replacing it by a rename (how
+/// deployments write files atomically) ends a watch on the file itself.
+fn watch_file(
+    path: &Path,
+    tx: mpsc::UnboundedSender<()>,
+) -> anyhow::Result<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    let name = path
+        .file_name()
+        .with_context(|| format!("{}: not a file path", path.display()))?
+        .to_owned();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        // Our own reads of the file show up as access events: not changes.
+        let writes = matches!(
+            event.kind,
+            EventKind::Create(_)
+                | EventKind::Modify(_)
+                | EventKind::Access(AccessKind::Close(AccessMode::Write))
+        );
+        if writes && event.paths.iter().any(|p| p.file_name() == Some(&name)) {
+            let _ = tx.send(());
+        }
+    })
+    .context("starting the file watcher")?;
+    watcher
+        .watch(&dir, notify::RecursiveMode::NonRecursive)
+        .with_context(|| format!("watching {}", dir.display()))?;
+    Ok(watcher)
+}
