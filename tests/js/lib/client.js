@@ -72,9 +72,10 @@ class Inbox {
   constructor(socket) {
     this.socket = socket;
     this.records = []; // {seq, event, args}
+    this.forgotten = 0; // records dropped by clear(): seq counts them
     this.waiters = [];
     socket.onAny((event, ...args) => {
-      const rec = { seq: this.records.length, event, args };
+      const rec = { seq: this.forgotten + this.records.length, event, args };
       this.records.push(rec);
       this.waiters = this.waiters.filter((w) => !w.check(rec));
     });
@@ -123,9 +124,15 @@ class Inbox {
     return this.all(event);
   }
 
-  /** Records received strictly before `rec`. */
+  /** Records received strictly before `rec` (and not forgotten). */
   before(rec) {
-    return this.records.slice(0, rec.seq);
+    return this.records.slice(0, Math.max(0, rec.seq - this.forgotten));
+  }
+
+  /** Forgets the records received so far (long runs that count events themselves). */
+  clear() {
+    this.forgotten += this.records.length;
+    this.records = [];
   }
 }
 
@@ -218,6 +225,16 @@ function userRooms(ackValue, socket) {
   return (ackValue.rooms || []).filter((r) => r !== socket.id);
 }
 
+/**
+ * The rooms `socket` is in now, its own id room left out, sorted. The relay protocol has no
+ * query: this leaves a room nobody ever joins, which changes nothing and acks the rooms.
+ */
+async function roomsOf(socket, { timeoutMs = DEFAULT_TIMEOUT_MS } = {}) {
+  const res = await ack(socket, "leave", "__rooms-query__", { timeoutMs });
+  if (!res || res.ok !== true || !Array.isArray(res.rooms)) throw new Error(`rooms of ${socket.id}: ${safeJson(res)}`);
+  return userRooms(res, socket).sort();
+}
+
 module.exports = {
   DEFAULT_TIMEOUT_MS,
   TRANSPORTS,
@@ -229,6 +246,7 @@ module.exports = {
   expectNothingElse,
   fence,
   manager,
+  roomsOf,
   safeJson,
   uid,
   userRooms,

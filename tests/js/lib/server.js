@@ -15,23 +15,53 @@ const path = require("node:path");
 const HEALTH_TIMEOUT_MS = Number(process.env.WASIO_TEST_START_TIMEOUT_MS || 20000);
 const STOP_TIMEOUT_MS = 5000;
 
-/** Minimal valid config; `wasm` selects the adapter. */
-function configText({ wasm = "builtin:local", deadlineMs = 100, memoryMib = 64, extra = "" } = {}) {
-  return [
+/** A TOML value (strings, numbers, booleans, arrays of them) written as JSON writes it. */
+const tomlValue = (v) => JSON.stringify(v);
+
+/**
+ * Minimal valid config; `wasm` selects the adapter. Optional:
+ *   datasource        `[adapter] datasource`, the name of one of `datasources`
+ *   options           `[adapter.options]` (undefined values left out)
+ *   requestTimeoutMs  `[adapter] request_timeout_ms`
+ *   datasources       {NAME: {connector, url, publish_buffer?}}: `[datasources.NAME]`, all
+ *                     written whether the adapter uses them or not (hot swaps may pick any)
+ *   admin             {listen, token}: the `[admin]` table (lib/admin.js fills it in)
+ *   extra             TOML appended as it is
+ */
+function configText({
+  wasm = "builtin:local",
+  deadlineMs = 100,
+  memoryMib = 64,
+  extra = "",
+  datasource,
+  options,
+  requestTimeoutMs,
+  datasources = {},
+  admin,
+} = {}) {
+  const lines = [
     "[server]",
     "port = 0",
     // Two static namespaces, and a pattern whose namespaces are created on first use.
     'namespaces = ["/", "/chat", "/dyn/{*rest}"]',
     "",
     "[adapter]",
-    `wasm = ${JSON.stringify(wasm)}`,
-    "",
-    "[limits]",
-    `deadline_ms = ${deadlineMs}`,
-    `memory_mib = ${memoryMib}`,
-    extra,
-    "",
-  ].join("\n");
+    `wasm = ${tomlValue(wasm)}`,
+  ];
+  if (datasource !== undefined) lines.push(`datasource = ${tomlValue(datasource)}`);
+  if (requestTimeoutMs !== undefined) lines.push(`request_timeout_ms = ${requestTimeoutMs}`);
+  if (options) {
+    lines.push("", "[adapter.options]");
+    for (const [k, v] of Object.entries(options)) if (v !== undefined) lines.push(`${k} = ${tomlValue(v)}`);
+  }
+  lines.push("", "[limits]", `deadline_ms = ${deadlineMs}`, `memory_mib = ${memoryMib}`);
+  for (const [name, ds] of Object.entries(datasources)) {
+    lines.push("", `[datasources.${name}]`);
+    for (const [k, v] of Object.entries(ds)) if (v !== undefined) lines.push(`${k} = ${tomlValue(v)}`);
+  }
+  if (admin) lines.push("", "[admin]", `listen = ${tomlValue(admin.listen)}`, `token = ${tomlValue(admin.token)}`);
+  lines.push(extra, "");
+  return lines.join("\n");
 }
 
 function wasioBin() {
