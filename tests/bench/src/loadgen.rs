@@ -23,11 +23,11 @@ use tokio::sync::{Mutex, Notify, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// The event every delivery carries.
-const EVENT: &str = "bench";
-const DELIVERY_PREFIX: &str = "42[\"bench\",\"";
+pub(crate) const EVENT: &str = "bench";
+pub(crate) const DELIVERY_PREFIX: &str = "42[\"bench\",\"";
 /// Per-publish delivery counters, indexed by sequence number modulo their number.
 const RING: usize = 1 << 20;
 /// A publish not fully delivered after this no longer holds its place in the window.
@@ -350,7 +350,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 }
 
 /// Open the WebSocket and connect the main namespace.
-async fn connect(url: &str) -> Result<Ws> {
+pub(crate) async fn connect(url: &str) -> Result<Ws> {
     let (mut ws, _) = connect_async_with_config(url, None, true)
         .await
         .with_context(|| format!("connecting {url}"))?;

@@ -5,6 +5,7 @@
 //! ```text
 //! wasio-bench fanout --clients 1000 --nodes 2 --seconds 10   # the workloads
 //! wasio-bench fanout --systems wasio,wasio-mongo,node,node-mongo [--mongodb URL]
+//! wasio-bench swap --swaps 20 --rate 1000                     # hot swaps under a stream
 //! wasio-bench native-node --port P --redis URL --key K       # a native node (spawned by fanout)
 //! ```
 //!
@@ -12,12 +13,14 @@
 //! (see [`orchestrate`]).
 //!
 //! A workload is a [`Workload`] (a subcommand) and a system a [`System`] (`--systems`):
-//! adding either is adding a variant and its arm.
+//! adding either is adding a variant and its arm. `swap` ([`swap`]) is a workload of
+//! its own, on wasio only: it swaps adapters through the admin API while it measures.
 
 mod loadgen;
 mod mongo;
 mod native;
 mod orchestrate;
+mod swap;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -34,6 +37,9 @@ enum Cmd {
     /// Every client receives every broadcast: senders `publish` a small event to the
     /// whole namespace, cluster-wide.
     Fanout(RunArgs),
+    /// Hot swaps of the adapter (`POST /admin/adapter`) under a steady broadcast stream:
+    /// delivery gaps against a baseline, swap times, messages lost or duplicated.
+    Swap(swap::SwapArgs),
     /// Run one native socketioxide + socketioxide-redis node (used by the workloads).
     NativeNode(native::NodeArgs),
 }
@@ -145,6 +151,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Fanout(args) => orchestrate::run(Workload::Fanout, args),
+        Cmd::Swap(args) => swap::run(args),
         Cmd::NativeNode(args) => native::serve(args),
     }
 }

@@ -203,40 +203,50 @@ async fn run_system(
     }
     if result.is_err() {
         for node in &nodes {
-            let tail = std::fs::read_to_string(&node.log).unwrap_or_default();
-            let tail: Vec<_> = tail.lines().rev().take(15).collect();
-            eprintln!("  --- {} (last lines)", node.log.display());
-            for l in tail.iter().rev() {
-                eprintln!("  {l}");
-            }
+            node.print_log_tail(15);
         }
     }
     result
 }
 
-struct Node {
-    child: Child,
-    port: u16,
-    log: PathBuf,
+pub(crate) struct Node {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
+    pub(crate) log: PathBuf,
 }
 
 impl Node {
-    async fn wait_ready(&mut self, limit: Duration) -> Result<()> {
+    pub(crate) async fn wait_ready(&mut self, limit: Duration) -> Result<()> {
+        self.wait_listening(self.port, limit).await
+    }
+
+    /// Wait until the node listens on `port` (one of its listeners), or fail if it exits.
+    pub(crate) async fn wait_listening(&mut self, port: u16, limit: Duration) -> Result<()> {
         let t = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait()? {
                 bail!("node exited with {status} (log {})", self.log.display());
             }
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .is_ok()
             {
                 return Ok(());
             }
             if t.elapsed() > limit {
-                bail!("node on port {} not listening after {limit:?}", self.port);
+                bail!("node on port {port} not listening after {limit:?}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Print the last lines of the node's log (after a failed run).
+    pub(crate) fn print_log_tail(&self, lines: usize) {
+        let tail = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<_> = tail.lines().rev().take(lines).collect();
+        eprintln!("  --- {} (last lines)", self.log.display());
+        for l in tail.iter().rev() {
+            eprintln!("  {l}");
         }
     }
 }
@@ -270,7 +280,7 @@ fn spawn(
             let config_text = if system == System::WasioMongo {
                 wasio_mongo_config(port, backend_url, key)
             } else {
-                wasio_config(port, backend_url, key)
+                wasio_config(port, "builtin:redis", backend_url, key)
             };
             std::fs::write(&config, config_text)?;
             let mut c = Command::new(&args.wasio_bin);
@@ -310,7 +320,9 @@ fn spawn(
     Ok(cmd.spawn()?)
 }
 
-fn wasio_config(port: u16, redis: &str, key: &str) -> String {
+/// The config of a wasio node on Redis: adapter `wasm` (`builtin:redis` or a path to a
+/// Redis guest), channel prefix `key`.
+pub(crate) fn wasio_config(port: u16, wasm: &str, redis: &str, key: &str) -> String {
     format!(
         r#"[server]
 host = "127.0.0.1"
@@ -318,7 +330,7 @@ port = {port}
 namespaces = ["/"]
 
 [adapter]
-wasm = "builtin:redis"
+wasm = "{wasm}"
 datasource = "cache"
 
 [adapter.options]
@@ -354,11 +366,11 @@ url = "{mongodb}"
     )
 }
 
-fn ms(us: Option<u32>) -> String {
+pub(crate) fn ms(us: Option<u32>) -> String {
     us.map_or("-".into(), |us| format!("{:.2} ms", f64::from(us) / 1000.0))
 }
 
-fn ratio(a: f64, b: f64) -> String {
+pub(crate) fn ratio(a: f64, b: f64) -> String {
     if b > 0.0 {
         format!("{:.2}×", a / b)
     } else {
@@ -547,18 +559,18 @@ fn report(
 }
 
 /// The machine's load averages, from /proc/loadavg (other work on a shared machine).
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|| "?".into())
 }
 
-fn command_line() -> String {
+pub(crate) fn command_line() -> String {
     std::env::args().collect::<Vec<_>>().join(" ")
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
