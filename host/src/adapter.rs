@@ -15,12 +15,13 @@ use tokio::task::AbortHandle;
 use crate::capabilities::{Links, ServerSideHandler, Shared, SocketInspector};
 use crate::config::Connector;
 use crate::datasource::{DatasourceSpec, MongoDocStore, RedisPubSub};
+use crate::dispatch::Dispatcher;
 use crate::runtime::bindings::wasio::adapter::requests::Answer;
 use crate::runtime::{
     AdapterComponent, AdapterInfo, BroadcastOpts, Capability, GuestCall, GuestError, GuestSlot,
     Limits, SlotSetup, SocketInfo,
 };
-use crate::swap::{Dispatcher, SwapState};
+use crate::swap::SwapState;
 
 /// Where an adapter component comes from.
 #[derive(Clone, Debug)]

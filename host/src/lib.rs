@@ -25,6 +25,7 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod datasource;
+pub mod dispatch;
 pub mod handshake;
 pub mod metrics;
 pub mod reload;

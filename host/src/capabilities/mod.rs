@@ -69,7 +69,7 @@ pub enum Event {
     },
     /// Hot swap, in queue order: an adapter is being prepared (its events wait), or
     /// takes over here, or was refused; a drained old adapter may be retired.
-    Swap(crate::swap::Control),
+    Swap(crate::dispatch::Control),
 }
 
 impl Event {
