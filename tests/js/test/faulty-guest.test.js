@@ -31,7 +31,7 @@ const FAULT_ACK_TIMEOUT_MS = 10000; // deadline_ms is 100: a stopped guest answe
 describe("faulty guest", { skip }, () => {
   // Required lazily so that a skipped suite starts no server.
   const { useServer } = require("../lib/harness");
-  const ctx = useServer({ config: configText({ wasm: faulty || "", deadlineMs: 100, memoryMib: 64 }) });
+  const ctx = useServer({ config: configText({ wasm: faulty || "", deadlineMs: 100, memoryMib: 16 }) });
 
   it("serves normally with the faulty guest loaded", async () => {
     const [a, b] = await ctx.clients(2, "/", "websocket");
