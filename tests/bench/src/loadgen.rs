@@ -372,13 +372,46 @@ pub(crate) async fn connect(url: &str) -> Result<Ws> {
     bail!("{url} closed during the handshake")
 }
 
-type Sink = Arc<Mutex<SplitSink<Ws, Message>>>;
+pub(crate) type Sink = Arc<Mutex<SplitSink<Ws, Message>>>;
 
-enum Reader {
+pub(crate) enum Reader {
     /// A client that only receives: one task owns its socket.
     Whole(Box<Ws>),
     /// A sender: the sending task shares the write half.
     Split(stream::SplitStream<Ws>, Sink),
+}
+
+impl Reader {
+    /// The next text frame other than a ping (answered here), or `None` once `stop`
+    /// fires or the connection closes or fails (a client's tally then stands).
+    pub(crate) async fn next_text(
+        &mut self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Option<String>> {
+        loop {
+            let msg = tokio::select! {
+                biased;
+                m = async {
+                    match self {
+                        Reader::Whole(ws) => ws.next().await,
+                        Reader::Split(rx, _) => rx.next().await,
+                    }
+                } => m,
+                _ = stop.changed() => return Ok(None),
+            };
+            let Some(Ok(msg)) = msg else { return Ok(None) };
+            let Message::Text(text) = msg else { continue };
+            if text.as_str() == "2" {
+                let pong = Message::text("3");
+                match self {
+                    Reader::Whole(ws) => ws.send(pong).await?,
+                    Reader::Split(_, sink) => sink.lock().await.send(pong).await?,
+                }
+                continue;
+            }
+            return Ok(Some(text.as_str().to_string()));
+        }
+    }
 }
 
 async fn receive(
@@ -388,34 +421,9 @@ async fn receive(
     mut stop: watch::Receiver<bool>,
 ) -> Result<Tally> {
     let mut tally = Tally::default();
-    loop {
-        let msg = tokio::select! {
-            biased;
-            m = async {
-                match &mut reader {
-                    Reader::Whole(ws) => ws.next().await,
-                    Reader::Split(rx, _) => rx.next().await,
-                }
-            } => m,
-            _ = stop.changed() => break,
-        };
-        let Some(msg) = msg else { break };
-        let Ok(Message::Text(text)) = msg else {
-            // A closed or failed connection ends this client; its tally stands.
-            if msg.is_err() {
-                break;
-            }
-            continue;
-        };
-        let text = text.as_str();
+    while let Some(text) = reader.next_text(&mut stop).await? {
         if let Some(p) = text.strip_prefix(DELIVERY_PREFIX) {
             deliver(&shared, p, node, &mut tally);
-        } else if text == "2" {
-            let pong = Message::text("3");
-            match &mut reader {
-                Reader::Whole(ws) => ws.send(pong).await?,
-                Reader::Split(_, sink) => sink.lock().await.send(pong).await?,
-            }
         } else if text.starts_with("43") && text.contains("\"error\"") {
             shared.ack_errors.fetch_add(1, Relaxed);
         }

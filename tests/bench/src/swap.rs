@@ -17,11 +17,11 @@
 //! (`prepare_ms`, `switch_ms`, `total_ms`) and the HTTP round trip seen here; messages
 //! sent, received, lost, duplicated and reordered over the whole run.
 
-use crate::loadgen::{self, DELIVERY_PREFIX, EVENT, Ws};
+use crate::loadgen::{self, DELIVERY_PREFIX, EVENT, Reader, Sink, Ws};
 use crate::orchestrate::{self, Node};
 use anyhow::{Context, Result, anyhow, bail};
 use futures_util::SinkExt;
-use futures_util::stream::{self, SplitSink, StreamExt};
+use futures_util::stream::{self, StreamExt};
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -607,38 +607,13 @@ fn opt_ms(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{v:.2} ms"))
 }
 
-type Sink = Arc<Mutex<SplitSink<Ws, Message>>>;
-
-enum Reader {
-    Whole(Box<Ws>),
-    Split(stream::SplitStream<Ws>, Sink),
-}
-
 async fn receive(
     shared: Arc<Shared>,
     mut reader: Reader,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Vec<Arrival>> {
     let mut arrivals = Vec::new();
-    loop {
-        let msg = tokio::select! {
-            biased;
-            m = async {
-                match &mut reader {
-                    Reader::Whole(ws) => ws.next().await,
-                    Reader::Split(rx, _) => rx.next().await,
-                }
-            } => m,
-            _ = stop.changed() => break,
-        };
-        let Some(msg) = msg else { break };
-        let Ok(Message::Text(text)) = msg else {
-            if msg.is_err() {
-                break;
-            }
-            continue;
-        };
-        let text = text.as_str();
+    while let Some(text) = reader.next_text(&mut stop).await? {
         if let Some(p) = text.strip_prefix(DELIVERY_PREFIX) {
             let at = shared.now();
             let (Some(seq), Some(sent)) = (
@@ -651,12 +626,6 @@ async fn receive(
             let n = shared.counts[seq as usize % RING].fetch_add(1, Relaxed) + 1;
             if n == shared.clients {
                 shared.first_complete.fetch_min(seq, Relaxed);
-            }
-        } else if text == "2" {
-            let pong = Message::text("3");
-            match &mut reader {
-                Reader::Whole(ws) => ws.send(pong).await?,
-                Reader::Split(_, sink) => sink.lock().await.send(pong).await?,
             }
         } else if text.starts_with("43") && text.contains("\"error\"") {
             shared.ack_errors.fetch_add(1, Relaxed);
