@@ -198,14 +198,7 @@ async fn run_system(
         }
     }
     .await;
-    for node in &mut nodes {
-        let _ = node.child.kill().await;
-    }
-    if result.is_err() {
-        for node in &nodes {
-            node.print_log_tail(15);
-        }
-    }
+    stop(&mut nodes, result.is_err()).await;
     result
 }
 
@@ -602,4 +595,16 @@ pub(crate) fn machine() -> String {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     format!("nproc {nproc}, {model}{mem_gib}, commit {git}, {date}")
+}
+
+/// Kills `nodes`; after a failed run, shows the end of each node's log.
+pub(crate) async fn stop(nodes: &mut [Node], failed: bool) {
+    for node in nodes.iter_mut() {
+        let _ = node.child.kill().await;
+    }
+    if failed {
+        for node in nodes.iter() {
+            node.print_log_tail(15);
+        }
+    }
 }

@@ -309,14 +309,7 @@ async fn run_cluster(args: &SwapArgs, to: &Target, dir: &Path) -> Result<Outcome
         drive(args, to, &urls, &admins, &token, &key).await
     }
     .await;
-    for node in &mut nodes {
-        let _ = node.child.kill().await;
-    }
-    if result.is_err() {
-        for node in &nodes {
-            node.print_log_tail(15);
-        }
-    }
+    orchestrate::stop(&mut nodes, result.is_err()).await;
     result
 }
 
