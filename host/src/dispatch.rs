@@ -10,7 +10,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::capabilities::{Event, Links};
+use crate::capabilities::Event;
 use crate::runtime::{GuestCall, GuestError, GuestSlot};
 
 /// Swap steps, pushed through the event queue so that they happen between events.
@@ -277,18 +277,7 @@ async fn retire(old: Arc<GuestSlot>, current: Arc<GuestSlot>, ids: Vec<u64>) {
             let _ = a.unsubscribe(t.clone());
         }
     }
-    let unused = Links {
-        pubsub: old
-            .links()
-            .pubsub
-            .clone()
-            .filter(|l| !current.links().has(l.id())),
-        docstore: old
-            .links()
-            .docstore
-            .clone()
-            .filter(|l| !current.links().has(l.id())),
-    };
+    let unused = old.links().not_in(current.links());
     drop(old);
     drop(current);
     // Closing waits for what is queued to be sent: not in the dispatcher's way.

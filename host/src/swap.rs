@@ -191,8 +191,8 @@ impl Adapter {
         let res = self.prepare_and_switch(&opts, compiled, started).await;
         let mut book = self.0.swap.book.lock().unwrap();
         match res {
-            Ok((report, component, drain, old)) => {
-                *gate = drain;
+            Ok((report, component, drain)) => {
+                *gate = Some(drain);
                 let current = std::mem::replace(
                     &mut book.current,
                     Recipe {
@@ -202,7 +202,7 @@ impl Adapter {
                     },
                 );
                 book.previous = Some(Recipe {
-                    summary: Some(old),
+                    summary: Some(report.from.clone()),
                     ..current
                 });
                 book.loaded_at_ms = now_ms();
@@ -236,15 +236,7 @@ impl Adapter {
         opts: &AdapterOptions,
         compiled: Option<Arc<AdapterComponent>>,
         started: Instant,
-    ) -> Result<
-        (
-            SwapReport,
-            Arc<AdapterComponent>,
-            Option<JoinHandle<()>>,
-            ComponentSummary,
-        ),
-        SwapError,
-    > {
+    ) -> Result<(SwapReport, Arc<AdapterComponent>, JoinHandle<()>), SwapError> {
         let shared = self.shared().clone();
         let component = match compiled {
             Some(c) => c,
@@ -265,11 +257,7 @@ impl Adapter {
         }));
         let refuse = |links: Links, current: &GuestSlot| {
             shared.push(Event::Swap(Control::Abort));
-            let own = Links {
-                pubsub: links.pubsub.filter(|l| !current.links().has(l.id())),
-                docstore: links.docstore.filter(|l| !current.links().has(l.id())),
-            };
-            tokio::spawn(own.close());
+            tokio::spawn(links.not_in(current.links()).close());
         };
         let setup = match slot_setup(opts, links.clone()) {
             Ok(s) => s,
@@ -311,14 +299,14 @@ impl Adapter {
             let shared = shared.clone();
             let deadline = current.request_timeout() + self.request_grace();
             let (ids, generation) = (switched.drain, switched.old_generation);
-            Some(tokio::spawn(async move {
+            tokio::spawn(async move {
                 // The old adapter finishes the requests it was answering, or they fail.
                 let until = Instant::now() + deadline;
                 while shared.any_open(&ids) && Instant::now() < until {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 shared.push(Event::Swap(Control::Retire { generation }));
-            }))
+            })
         };
         let report = SwapReport {
             from: summary(&current),
@@ -327,8 +315,7 @@ impl Adapter {
             switch_ms: ms(end - prepared),
             total_ms: ms(end - started),
         };
-        let old = report.from.clone();
-        Ok((report, component, drain, old))
+        Ok((report, component, drain))
     }
 }
 

@@ -113,6 +113,14 @@ impl Links {
             || self.docstore.as_ref().is_some_and(|l| l.id() == id)
     }
 
+    /// These links, less those `other` also uses (what closing would not disturb).
+    pub fn not_in(&self, other: &Links) -> Links {
+        Links {
+            pubsub: self.pubsub.clone().filter(|l| !other.has(l.id())),
+            docstore: self.docstore.clone().filter(|l| !other.has(l.id())),
+        }
+    }
+
     /// Ids of the links.
     pub fn ids(&self) -> Vec<u64> {
         let p = self.pubsub.as_ref().map(|l| l.id());
