@@ -103,6 +103,8 @@ fn default_publish_buffer() -> usize {
 pub enum Connector {
     Redis,
     Mongodb,
+    /// The in-process bus (`memory://NAME`): nodes of one process only.
+    Memory,
 }
 
 /// `[limits]`: what one guest instance may use.
@@ -219,6 +221,7 @@ impl Config {
                     "redis-sentinel://",
                 ],
                 Connector::Mongodb => &["mongodb://", "mongodb+srv://"],
+                Connector::Memory => &["memory://"],
             };
             if !schemes.iter().any(|s| ds.url.starts_with(s)) {
                 return err(
@@ -288,7 +291,9 @@ impl Config {
             })?),
         };
         let granted = match datasource {
-            Some((_, ds)) if ds.connector == Connector::Redis => vec![Capability::PubSub],
+            Some((_, ds)) if matches!(ds.connector, Connector::Redis | Connector::Memory) => {
+                vec![Capability::PubSub]
+            }
             Some((_, ds)) if ds.connector == Connector::Mongodb => vec![Capability::DocStore],
             _ => vec![],
         };

@@ -19,7 +19,7 @@ use std::sync::{Arc, RwLock, Weak};
 
 use tokio::sync::mpsc;
 
-use crate::datasource::{MongoDocStore, RedisPubSub};
+use crate::datasource::{MongoDocStore, PubSubLink};
 use crate::metrics::Metrics;
 
 /// Something the host pushes into the guest, in order, through the dispatcher.
@@ -102,7 +102,7 @@ impl Event {
 /// The datasource links one adapter uses (the host's side of `pubsub` / `docstore`).
 #[derive(Clone, Default)]
 pub struct Links {
-    pub pubsub: Option<Arc<RedisPubSub>>,
+    pub pubsub: Option<Arc<PubSubLink>>,
     pub docstore: Option<Arc<MongoDocStore>>,
 }
 

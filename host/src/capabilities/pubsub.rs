@@ -1,21 +1,20 @@
-//! `wasio:adapter/pubsub`, on the node's Redis link. The loader refuses a guest
+//! `wasio:adapter/pubsub`, on the node's Redis (or in-memory bus) link. The loader refuses a guest
 //! importing it unless the config grants a pub/sub datasource.
 
 use std::sync::Arc;
 
 use super::Event;
-use crate::datasource::RedisPubSub;
+use crate::datasource::PubSubLink;
 use crate::datasource::redis::Topic;
 use crate::runtime::HostState;
 use crate::runtime::bindings::wasio::adapter::pubsub::{Host, Mode};
 use crate::runtime::bindings::wasio::adapter::types::Error;
 
 impl HostState {
-    fn link(&self) -> Result<Arc<RedisPubSub>, Error> {
-        self.links
-            .pubsub
-            .clone()
-            .ok_or_else(|| Error::Denied("no Redis datasource is attached to this adapter".into()))
+    fn link(&self) -> Result<Arc<PubSubLink>, Error> {
+        self.links.pubsub.clone().ok_or_else(|| {
+            Error::Denied("no pub/sub datasource is attached to this adapter".into())
+        })
     }
 }
 

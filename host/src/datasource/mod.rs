@@ -3,13 +3,18 @@
 //! (`pubsub`, `docstore`); what arrives is pushed into the guest as events.
 
 mod glob;
+pub mod memory;
 pub mod mongo;
 pub mod redis;
 
+pub use memory::MemoryPubSub;
 pub use mongo::MongoDocStore;
 pub use redis::RedisPubSub;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use redis::{CountsReply, Topic};
 
 use crate::config::Connector;
 
@@ -41,6 +46,109 @@ fn redact(url: &str) -> String {
             format!("{scheme}://{user}:***@{host}")
         }
         None => url.to_string(),
+    }
+}
+
+/// A publish/subscribe link: Redis, or the in-process bus (`memory://`).
+pub enum PubSubLink {
+    Redis(RedisPubSub),
+    Memory(MemoryPubSub),
+}
+
+impl PubSubLink {
+    /// The id this link's events carry.
+    pub fn id(&self) -> u64 {
+        match self {
+            PubSubLink::Redis(l) => l.id(),
+            PubSubLink::Memory(l) => l.id(),
+        }
+    }
+
+    /// The datasource this link was made for.
+    pub fn spec(&self) -> &DatasourceSpec {
+        match self {
+            PubSubLink::Redis(l) => l.spec(),
+            PubSubLink::Memory(l) => l.spec(),
+        }
+    }
+
+    /// Publishes `payload` on `channel` (queued for Redis); fails when it cannot be.
+    pub fn publish(&self, channel: String, payload: Vec<u8>, sharded: bool) -> Result<(), String> {
+        match self {
+            PubSubLink::Redis(l) => l.publish(channel, payload, sharded),
+            PubSubLink::Memory(l) => l.publish(channel, payload, sharded),
+        }
+    }
+
+    /// Starts receiving `topic`.
+    pub fn subscribe(&self, topic: Topic) -> Result<(), String> {
+        match self {
+            PubSubLink::Redis(l) => l.subscribe(topic),
+            PubSubLink::Memory(l) => l.subscribe(topic),
+        }
+    }
+
+    /// Stops receiving `topic`.
+    pub fn unsubscribe(&self, topic: Topic) -> Result<(), String> {
+        match self {
+            PubSubLink::Redis(l) => l.unsubscribe(topic),
+            PubSubLink::Memory(l) => l.unsubscribe(topic),
+        }
+    }
+
+    /// Asks how many subscribers each channel has; `reply` gets the answer.
+    pub fn count(
+        &self,
+        channels: Vec<String>,
+        sharded: bool,
+        reply: CountsReply,
+    ) -> Result<(), String> {
+        match self {
+            PubSubLink::Redis(l) => l.count(channels, sharded, reply),
+            PubSubLink::Memory(l) => l.count(channels, sharded, reply),
+        }
+    }
+
+    /// Subscriptions to inject into: every node's on the in-memory bus, this link's own
+    /// on Redis.
+    pub fn topics(&self) -> std::collections::BTreeSet<Topic> {
+        match self {
+            PubSubLink::Redis(l) => l.topics(),
+            PubSubLink::Memory(l) => l.bus_topics(),
+        }
+    }
+
+    /// Waits until what was queued before is done, `wait` at most; false when it was not.
+    pub async fn settled(&self, wait: Duration) -> bool {
+        match self {
+            PubSubLink::Redis(l) => l.settled(wait).await,
+            PubSubLink::Memory(_) => true,
+        }
+    }
+
+    /// State and counters for `/healthz`.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            PubSubLink::Redis(l) => l.to_json(),
+            PubSubLink::Memory(l) => l.to_json(),
+        }
+    }
+
+    /// Cuts the link at once, as a node that crashed would: its subscriptions vanish
+    /// from the backend and nothing more is sent (for the conformance kit).
+    pub async fn sever(&self) {
+        match self {
+            PubSubLink::Redis(l) => l.sever().await,
+            PubSubLink::Memory(l) => l.cut(),
+        }
+    }
+
+    /// Closes the link once what is queued has been sent.
+    pub async fn close(self) {
+        match self {
+            PubSubLink::Redis(l) => l.close().await,
+            PubSubLink::Memory(l) => l.cut(),
+        }
     }
 }
 

@@ -199,6 +199,18 @@ impl MongoDocStore {
             })
     }
 
+    /// The collections watched now.
+    pub fn collections(&self) -> Vec<String> {
+        self.watched.lock().unwrap().keys().cloned().collect()
+    }
+
+    /// Stops the feeds and the writer at once, queue and all, as a node that crashed
+    /// (for the conformance kit).
+    pub fn sever(&self) {
+        self.feeds.lock().unwrap().abort_all();
+        self.writer.abort();
+    }
+
     /// State and counters for `/healthz`.
     pub fn to_json(&self) -> serde_json::Value {
         let buffered =

@@ -46,7 +46,7 @@ pub enum Topic {
 }
 
 /// The guest's counts callback.
-type CountsReply = Box<dyn FnOnce(Result<Vec<u64>, String>) + Send>;
+pub(crate) type CountsReply = Box<dyn FnOnce(Result<Vec<u64>, String>) + Send>;
 
 enum Op {
     Publish {
@@ -76,6 +76,7 @@ pub struct RedisPubSub {
     tasks: JoinSet<()>,
     publisher: Client,
     subscriber: SubscriberClient,
+    topics: Arc<Mutex<BTreeSet<Topic>>>,
 }
 
 impl RedisPubSub {
@@ -142,6 +143,7 @@ impl RedisPubSub {
             shared.clone(),
             metrics.clone(),
         ));
+        let subscribed = topics.clone();
         let watch = LinkWatch {
             id,
             subscriber: subscriber.clone(),
@@ -161,7 +163,20 @@ impl RedisPubSub {
             tasks,
             publisher,
             subscriber,
+            topics: subscribed,
         })
+    }
+
+    /// Drops both connections at once, queue and all, as a node that crashed (for the
+    /// conformance kit): Redis forgets its subscriptions.
+    pub async fn sever(&self) {
+        let _ = self.subscriber.quit().await;
+        let _ = self.publisher.quit().await;
+    }
+
+    /// What this link is subscribed to now.
+    pub fn topics(&self) -> BTreeSet<Topic> {
+        self.topics.lock().unwrap().clone()
     }
 
     /// The id this link's events carry.
