@@ -23,6 +23,8 @@ pub struct Metrics {
     pub swaps: AtomicU64,
     /// Swaps refused (the running adapter kept serving).
     pub failed_swaps: AtomicU64,
+    /// Linear memory of the instance that last grew (the serving one, in practice).
+    pub guest_memory_bytes: AtomicU64,
 }
 
 impl Metrics {
@@ -47,6 +49,7 @@ impl Metrics {
             "dropped_messages": get(&self.dropped_messages),
             "swaps": get(&self.swaps),
             "failed_swaps": get(&self.failed_swaps),
+            "guest_memory_bytes": get(&self.guest_memory_bytes),
         })
     }
 }

@@ -52,7 +52,10 @@ impl AdapterComponent {
     ) -> anyhow::Result<AdapterComponent> {
         let rt = Runtime::global()?;
         let sha256 = sha256_hex(bytes);
-        let component = compiled(&sha256, || Component::new(rt.engine(), bytes)).map_err(|e| {
+        let component = compiled(&sha256, || {
+            on_disk(rt.engine(), &sha256, || Component::new(rt.engine(), bytes))
+        })
+        .map_err(|e| {
             let cause = if bytes.starts_with(b"\0asm\x01\0\0\0") {
                 format!("a core wasm module, not a component (build for wasm32-wasip2, or run `wasm-tools component new`): {e}")
             } else {
@@ -92,6 +95,62 @@ fn compiled(
     }
     cache.push((sha256.to_string(), component.clone()));
     Ok(component)
+}
+
+/// Compiled components on disk, by sha256 and engine: a Python guest takes 5-30 s to
+/// compile and 20 ms to load compiled, and every node start, re-instantiation in another
+/// process, and `wasio adapter check` would compile it again. The directory is
+/// `$WASIO_COMPILE_CACHE`, else `$XDG_CACHE_HOME/wasio` or `~/.cache/wasio`; `off`
+/// disables it. Only this user may write there: loading compiled code trusts it.
+fn on_disk(
+    engine: &wasmtime::Engine,
+    sha256: &str,
+    compile: impl FnOnce() -> wasmtime::Result<Component>,
+) -> wasmtime::Result<Component> {
+    let Some(dir) = cache_dir() else {
+        return compile();
+    };
+    let engine_hash = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        h.finish()
+    };
+    let path = dir.join(format!("{sha256}-{engine_hash:016x}.cwasm"));
+    // SAFETY: the file was written by `serialize` below into a directory only this
+    // user can write, and wasmtime checks it was made by a compatible engine.
+    if let Ok(c) = unsafe { Component::deserialize_file(engine, &path) } {
+        return Ok(c);
+    }
+    let component = compile()?;
+    let stored = (|| -> std::io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)?;
+        let bytes = component.serialize().map_err(std::io::Error::other)?;
+        // Written aside, then renamed: a reader never sees half a file.
+        let tmp = dir.join(format!(".{sha256}.{}.tmp", std::process::id()));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, &path)
+    })();
+    if let Err(e) = stored {
+        tracing::debug!("compiled component not cached in {}: {e}", dir.display());
+    }
+    Ok(component)
+}
+
+fn cache_dir() -> Option<std::path::PathBuf> {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    match env("WASIO_COMPILE_CACHE") {
+        Some(v) if v == "off" => None,
+        Some(v) => Some(v.into()),
+        None => env("XDG_CACHE_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| env("HOME").map(|h| std::path::Path::new(&h).join(".cache")))
+            .map(|d| d.join("wasio")),
+    }
 }
 
 /// Checks the component exports our `guest` interface at a compatible version and
@@ -156,7 +215,7 @@ fn check_contract(
 }
 
 /// Semver compatibility as cargo reads it: same major, or same minor under 1.0.
-fn compatible(have: &str, need: &str) -> bool {
+pub(crate) fn compatible(have: &str, need: &str) -> bool {
     let parse = |v: &str| -> Option<(u64, u64)> {
         let mut it = v.split(['.', '-', '+']);
         Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))

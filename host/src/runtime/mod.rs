@@ -11,6 +11,7 @@ pub(crate) use bindings::{
 pub use bindings::{AdapterInfo, BroadcastFlags, BroadcastOpts, SocketInfo, WitError};
 pub(crate) use guest::GuestCall;
 pub use guest::{GuestError, GuestSlot, SlotSetup, describe};
+pub(crate) use load::compatible;
 pub use load::{AdapterComponent, Capability};
 
 use std::collections::BTreeSet;
@@ -119,6 +120,7 @@ impl Runtime {
             muted,
             topics: BTreeSet::new(),
             call_started: TICKS.load(Ordering::Relaxed),
+            memory: 0,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s as &mut dyn ResourceLimiter);
@@ -182,6 +184,8 @@ pub struct HostState {
     pub(crate) topics: BTreeSet<Topic>,
     /// `TICKS` when the current call began.
     call_started: u64,
+    /// Linear memory of this instance, all memories together, in bytes.
+    memory: usize,
 }
 
 impl HostState {
@@ -207,7 +211,7 @@ impl WasiView for HostState {
 impl ResourceLimiter for HostState {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -219,6 +223,12 @@ impl ResourceLimiter for HostState {
                 cap: self.limits.memory_bytes,
             }));
         }
+        // Also called for a memory's initial size, so the sum is the whole footprint.
+        self.memory += desired.saturating_sub(current);
+        self.shared
+            .metrics
+            .guest_memory_bytes
+            .store(self.memory as u64, Ordering::Relaxed);
         Ok(true)
     }
 
