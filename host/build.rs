@@ -21,6 +21,8 @@ const GUESTS: &[(&str, &str, Option<&str>)] = &[
         "wasio_guest_mongodb.wasm",
         Some("mongodb.wasm"),
     ),
+    // The Rust starting project of `wasio adapter new --lang rust`, built so tests find it.
+    ("wasio-guest-json-rust", "json_rust.wasm", None),
     // Test doubles, built here so tests find them; never embedded.
     ("faulty", "faulty.wasm", None),
     ("future-version", "future_version.wasm", None),
@@ -35,9 +37,14 @@ fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     let target_dir = root.join("target").join("guests");
 
+    // The Rust guests only: the Python and JS ones hold a venv and node_modules.
     for dir in [
         "wit",
-        "guest-adapters",
+        "guest-adapters/cluster-protocol",
+        "guest-adapters/local",
+        "guest-adapters/redis",
+        "guest-adapters/mongodb",
+        "guest-adapters/json-rust",
         "tests/guests",
         "tests/redis-next",
         "Cargo.lock",
