@@ -14,7 +14,7 @@ use tokio::task::AbortHandle;
 
 use crate::capabilities::{Links, ServerSideHandler, Shared, SocketInspector};
 use crate::config::Connector;
-use crate::datasource::{DatasourceSpec, MongoDocStore, RedisPubSub};
+use crate::datasource::{DatasourceSpec, MemoryPubSub, MongoDocStore, PubSubLink, RedisPubSub};
 use crate::dispatch::Dispatcher;
 use crate::runtime::bindings::wasio::adapter::requests::Answer;
 use crate::runtime::{
@@ -41,6 +41,27 @@ impl WasmSource {
             Some(name) => WasmSource::Builtin(name.to_string()),
             None => WasmSource::File(PathBuf::from(s)),
         }
+    }
+
+    /// Its label for messages (`builtin:NAME`, the path, `upload:NAME`) and its bytes.
+    pub fn read(&self) -> anyhow::Result<(String, Arc<Vec<u8>>)> {
+        Ok(match self {
+            WasmSource::Builtin(name) => {
+                let bytes = builtin(name).with_context(|| {
+                    format!(
+                        "builtin:{name}: no such built-in adapter (built in: {})",
+                        BUILTINS.join(", ")
+                    )
+                })?;
+                (format!("builtin:{name}"), Arc::new(bytes.to_vec()))
+            }
+            WasmSource::File(path) => {
+                let bytes = std::fs::read(path)
+                    .with_context(|| format!("{}: cannot read adapter", path.display()))?;
+                (path.display().to_string(), Arc::new(bytes))
+            }
+            WasmSource::Bytes { label, bytes } => (label.clone(), bytes.clone()),
+        })
     }
 }
 
@@ -438,7 +459,19 @@ pub(crate) async fn connect_links(
         Connector::Redis => Links {
             pubsub: Some(match &current.pubsub {
                 Some(l) if same(l.spec()) => l.clone(),
-                _ => Arc::new(RedisPubSub::connect(spec, Arc::downgrade(shared)).await?),
+                _ => Arc::new(PubSubLink::Redis(
+                    RedisPubSub::connect(spec, Arc::downgrade(shared)).await?,
+                )),
+            }),
+            docstore: None,
+        },
+        Connector::Memory => Links {
+            pubsub: Some(match &current.pubsub {
+                Some(l) if same(l.spec()) => l.clone(),
+                _ => Arc::new(PubSubLink::Memory(MemoryPubSub::connect(
+                    spec,
+                    Arc::downgrade(shared),
+                ))),
             }),
             docstore: None,
         },
@@ -469,20 +502,9 @@ pub(crate) async fn compile(
 ) -> anyhow::Result<AdapterComponent> {
     let granted = granted.to_vec();
     let source = source.clone();
-    tokio::task::spawn_blocking(move || match source {
-        WasmSource::Builtin(name) => {
-            let bytes = builtin(&name).with_context(|| {
-                format!(
-                    "builtin:{name}: no such built-in adapter (built in: {})",
-                    BUILTINS.join(", ")
-                )
-            })?;
-            AdapterComponent::from_bytes(&format!("builtin:{name}"), bytes, &granted)
-        }
-        WasmSource::File(path) => AdapterComponent::from_file(&path, &granted),
-        WasmSource::Bytes { label, bytes } => {
-            AdapterComponent::from_bytes(&label, &bytes, &granted)
-        }
+    tokio::task::spawn_blocking(move || {
+        let (label, bytes) = source.read()?;
+        AdapterComponent::from_bytes(&label, &bytes, &granted)
     })
     .await
     .context("adapter compilation task")?

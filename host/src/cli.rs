@@ -81,6 +81,32 @@ enum AdapterCommand {
     },
     /// Swap back to the component that ran before the last swap.
     Rollback,
+    /// Check a component against the contract, then run the conformance scenarios on
+    /// three in-process nodes; exits 1 when any fails.
+    Check {
+        /// The component: a `.wasm` path or builtin:NAME.
+        file: String,
+        /// What joins the nodes: memory:// (in-process), redis://HOST:PORT or mongodb://….
+        #[arg(long, default_value = "memory://")]
+        datasource: String,
+        /// The adapter's options, as JSON (its `[adapter.options]`).
+        #[arg(long, default_value = "{}")]
+        options: String,
+        /// Milliseconds an expected delivery or state change may take.
+        #[arg(long, default_value_t = 10_000)]
+        wait_ms: u64,
+    },
+    /// Write a starting project for an adapter of your own, which passes the check.
+    New {
+        /// The project's name (also its directory, unless --dir).
+        name: String,
+        /// The language.
+        #[arg(long, value_enum)]
+        lang: crate::template::Lang,
+        /// Where to write it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// Exit code for a config or adapter refused before serving, or a usage error.
@@ -91,7 +117,15 @@ const EXIT_REFUSED: u8 = 1;
 /// Runs the command line; the binary's `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // The kit's nodes log what the scenarios provoke; its table is the output.
+    let quiet = matches!(
+        cli.command,
+        Command::Adapter {
+            command: AdapterCommand::Check { .. },
+            ..
+        }
+    );
+    init_logging(if quiet { "error" } else { "info" });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -108,13 +142,27 @@ pub fn main() -> ExitCode {
             port,
             check,
         } => runtime.block_on(serve(config, port, check)),
+        Command::Adapter {
+            command:
+                AdapterCommand::Check {
+                    file,
+                    datasource,
+                    options,
+                    wait_ms,
+                },
+            ..
+        } => runtime.block_on(check(file, datasource, options, wait_ms)),
+        Command::Adapter {
+            command: AdapterCommand::New { name, lang, dir },
+            ..
+        } => new_project(&name, lang, dir),
         Command::Adapter { admin, command } => runtime.block_on(adapter_command(admin, command)),
     }
 }
 
-fn init_logging() {
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -243,6 +291,8 @@ async fn adapter_command(args: AdminArgs, command: AdapterCommand) -> ExitCode {
             Ok((path, body)) => ("POST", path, Some(body)),
             Err(e) => return refuse(format!("{e:#}")),
         },
+        // Handled in `main`: they need no node.
+        AdapterCommand::Check { .. } | AdapterCommand::New { .. } => return ExitCode::FAILURE,
     };
     let (status, answer) = match crate::admin::call(&base, &token, method, &path, body).await {
         Ok(r) => r,
@@ -266,6 +316,44 @@ async fn adapter_command(args: AdminArgs, command: AdapterCommand) -> ExitCode {
         print_report(&answer);
     }
     ExitCode::SUCCESS
+}
+
+/// `wasio adapter check`: prints the table; exits 1 when anything failed.
+async fn check(file: String, datasource: String, options: String, wait_ms: u64) -> ExitCode {
+    let options = match serde_json::from_str::<Value>(&options) {
+        Ok(o) if o.is_object() => o,
+        Ok(_) => return refuse("--options: expected a JSON object"),
+        Err(e) => return refuse(format!("--options: not JSON: {e}")),
+    };
+    let opts = crate::check::CheckOptions {
+        wasm: crate::adapter::WasmSource::parse(&file),
+        datasource,
+        options,
+        patience: std::time::Duration::from_millis(wait_ms),
+    };
+    match crate::check::run(opts).await {
+        Ok(report) => {
+            print!("{}", report.table());
+            if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_REFUSED)
+            }
+        }
+        Err(e) => refuse(format!("{e:#}")),
+    }
+}
+
+/// `wasio adapter new`: writes the project and says how to build and check it.
+fn new_project(name: &str, lang: crate::template::Lang, dir: Option<PathBuf>) -> ExitCode {
+    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
+    match crate::template::write(name, lang, &dir) {
+        Ok(next) => {
+            println!("wrote {}\n\n{next}", dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => refuse(format!("{e:#}")),
+    }
 }
 
 /// The request path and body of `wasio adapter swap`.

@@ -21,6 +21,7 @@ pub mod adapter;
 pub mod admin;
 pub mod bridge;
 pub mod capabilities;
+pub mod check;
 pub mod cli;
 pub mod codec;
 pub mod config;
@@ -32,6 +33,7 @@ pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod swap;
+pub mod template;
 
 pub use adapter::{Adapter, AdapterOptions, PartialAcks, WasmSource};
 pub use bridge::WasmAdapter;

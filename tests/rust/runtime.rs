@@ -237,3 +237,49 @@ async fn the_sandbox_grants_no_filesystem_environment_or_network() {
     assert!(report.contains("net=Err("), "no network: {report}");
     assert_eq!(count(&adapter, "traps"), 0, "a refusal is not a fault");
 }
+
+/// `wasio serve --check` of the json-rust guest with the compile cache in `dir`.
+fn check_with_cache(dir: &std::path::Path) -> std::process::Output {
+    let config = dir.join("wasio.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[adapter]\nwasm = {:?}\ndatasource = \"bus\"\n[datasources.bus]\nconnector = \"memory\"\nurl = \"memory://cache-test\"\n",
+            guest("json_rust.wasm")
+        ),
+    )
+    .unwrap();
+    std::process::Command::new(
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/wasio"),
+    )
+    .args(["serve", "--check", "--config"])
+    .arg(&config)
+    .env("WASIO_COMPILE_CACHE", dir.join("cache"))
+    .output()
+    .expect("wasio runs")
+}
+
+#[test]
+fn compiled_components_are_cached_on_disk_and_a_bad_entry_is_recompiled() {
+    let dir = tempfile::tempdir().unwrap();
+    let cached = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir.path().join("cache"))
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default()
+    };
+    assert!(check_with_cache(dir.path()).status.success());
+    let files = cached();
+    assert_eq!(files.len(), 1, "one compiled component: {files:?}");
+    let good = std::fs::read(&files[0]).unwrap();
+    assert!(files[0].extension().is_some_and(|e| e == "cwasm"));
+
+    // A damaged entry is not trusted: the component is compiled again and stored anew.
+    std::fs::write(&files[0], b"garbage").unwrap();
+    let out = check_with_cache(dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&files[0]).unwrap().len(), good.len());
+}

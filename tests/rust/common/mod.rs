@@ -15,9 +15,12 @@ pub fn guest(file: &str) -> PathBuf {
         .join(file)
 }
 
+// Not every test binary uses every helper.
+#[allow(dead_code)]
 async fn noop<A: SioAdapter>(_s: SocketRef<A>) {}
 
 /// A socketioxide instance on `adapter` with the `/` namespace opened on the guest.
+#[allow(dead_code)]
 pub async fn io_with(adapter: &Adapter) -> SocketIo<WasmAdapter<socketioxide::adapter::Emitter>> {
     let (_svc, io) = SocketIo::builder()
         .with_config(adapter.socket_io_config())

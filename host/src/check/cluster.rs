@@ -1,0 +1,221 @@
+//! The kit's cluster: three wasio nodes in this process, each a real Socket.IO server on
+//! a loopback port with the candidate adapter, two WebSocket clients on each.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+use socketioxide::SocketIo;
+use tokio::sync::oneshot;
+
+use super::CheckOptions;
+use super::client::{Client, Incoming};
+use crate::adapter::{Adapter, AdapterOptions};
+use crate::capabilities::ServerSideEvent;
+use crate::config::{Connector, ServerConfig};
+use crate::datasource::{DatasourceSpec, PubSubLink};
+use crate::runtime::Capability;
+use crate::server::{self, Ns};
+
+pub const NODES: usize = 3;
+pub const CLIENTS_PER_NODE: usize = 2;
+/// The host's cap on a cluster request (guests default to 5 s of their own).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(6);
+
+pub struct Node {
+    pub adapter: Adapter,
+    pub io: SocketIo<Ns>,
+    pub addr: SocketAddr,
+    /// `[event, ...args]` of every server-side emit this node's handler ran.
+    pub server_side: Arc<Mutex<Vec<rmpv::Value>>>,
+    stop: oneshot::Sender<()>,
+}
+
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    /// `clients[node][i]`.
+    pub clients: Vec<Vec<tokio::sync::Mutex<Client>>>,
+    /// How long an expected delivery or state change may take.
+    pub patience: Duration,
+}
+
+impl Cluster {
+    pub async fn start(opts: &CheckOptions, connector: Connector) -> anyhow::Result<Cluster> {
+        // One bus per check, so that checks running side by side do not meet.
+        let url = if connector == Connector::Memory {
+            format!("memory://check-{}-{}", std::process::id(), unique())
+        } else {
+            opts.datasource.clone()
+        };
+        let granted = match connector {
+            Connector::Mongodb => vec![Capability::DocStore],
+            _ => vec![Capability::PubSub],
+        };
+        let mut nodes = Vec::new();
+        for _ in 0..NODES {
+            let adapter = Adapter::load(AdapterOptions {
+                source: opts.wasm.clone(),
+                options: opts.options.clone(),
+                request_timeout: REQUEST_TIMEOUT,
+                granted: granted.clone(),
+                datasource: Some(DatasourceSpec {
+                    name: "check".into(),
+                    connector,
+                    url: url.clone(),
+                    publish_buffer: 10_000,
+                }),
+                ..Default::default()
+            })
+            .await?;
+            nodes.push(Node::start(adapter).await?);
+        }
+        let mut clients = Vec::new();
+        for node in &nodes {
+            let mut on_node = Vec::new();
+            for _ in 0..CLIENTS_PER_NODE {
+                on_node.push(tokio::sync::Mutex::new(Client::connect(node.addr).await?));
+            }
+            clients.push(on_node);
+        }
+        Ok(Cluster {
+            nodes,
+            clients,
+            patience: opts.patience,
+        })
+    }
+
+    /// The adapter's `init` answer: (name, version).
+    pub fn adapter_info(&self) -> (String, String) {
+        let info = self.nodes[0].adapter.info();
+        (info.name, info.version)
+    }
+
+    /// The socket id of client `i` of node `n`.
+    pub async fn sid(&self, n: usize, i: usize) -> String {
+        self.clients[n][i].lock().await.sid.clone()
+    }
+
+    /// Every client as (node, index, sid).
+    pub async fn all(&self) -> Vec<(usize, usize, String)> {
+        let mut out = Vec::new();
+        for (n, on_node) in self.clients.iter().enumerate() {
+            for (i, c) in on_node.iter().enumerate() {
+                out.push((n, i, c.lock().await.sid.clone()));
+            }
+        }
+        out
+    }
+
+    /// Sends `fence` (a unique token) to all from node `from`, then reads every
+    /// listed client's events up to it: how many times each got `event` with `token`.
+    /// What a node relays after a broadcast arrives after it, so a duplicate would
+    /// show up before the fence.
+    pub async fn deliveries(
+        &self,
+        from: usize,
+        event: &str,
+        token: &Value,
+        clients: &[(usize, usize)],
+    ) -> anyhow::Result<HashMap<(usize, usize), usize>> {
+        let fence = Value::from(format!("fence-{}", unique()));
+        self.nodes[from]
+            .io
+            .emit("fence", &fence)
+            .await
+            .map_err(|e| anyhow::anyhow!("fence broadcast: {e}"))?;
+        let mut counts = HashMap::new();
+        for &(n, i) in clients {
+            let mut c = self.clients[n][i].lock().await;
+            let deadline = Instant::now() + self.patience;
+            let mut count = 0;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match c.next(left).await {
+                    Some(Incoming::Event(e, v)) if e == "fence" && v == fence => break,
+                    Some(Incoming::Event(e, v)) if e == event && v == *token => count += 1,
+                    Some(Incoming::Disconnected) => bail!("{}{i} was disconnected", label(n)),
+                    Some(_) => {}
+                    None => bail!(
+                        "{}{i} did not get the fence (a broadcast to all sent after it) within {:?}",
+                        label(n),
+                        self.patience
+                    ),
+                }
+            }
+            counts.insert((n, i), count);
+        }
+        Ok(counts)
+    }
+
+    /// The link of node `n` to the pub/sub datasource, if it has one.
+    pub fn pubsub(&self, n: usize) -> Option<Arc<PubSubLink>> {
+        self.nodes[n].adapter.0.slot.load().links().pubsub.clone()
+    }
+
+    /// The link of node `n` to the MongoDB datasource, if it has one.
+    pub fn docstore(&self, n: usize) -> Option<Arc<crate::datasource::MongoDocStore>> {
+        self.nodes[n].adapter.0.slot.load().links().docstore.clone()
+    }
+
+    pub async fn stop(self) {
+        for node in self.nodes {
+            let _ = node.stop.send(());
+            node.adapter.close().await;
+        }
+    }
+}
+
+impl Node {
+    async fn start(adapter: Adapter) -> anyhow::Result<Node> {
+        let config = ServerConfig {
+            host: [127, 0, 0, 1].into(),
+            port: 0,
+            ..Default::default()
+        };
+        let (router, io) = server::app(adapter.clone(), &config).await?;
+        let server_side = Arc::new(Mutex::new(Vec::new()));
+        let seen = server_side.clone();
+        let me = adapter.node_id().to_string();
+        adapter.on_server_side_emit(Arc::new(move |ev: ServerSideEvent| {
+            seen.lock().unwrap().push(ev.data);
+            if let Some(ack) = ev.ack {
+                ack(vec![me.clone().into()]);
+            }
+        }));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (bound_tx, bound) = oneshot::channel();
+        tokio::spawn(server::serve(
+            router,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            move |a| {
+                let _ = bound_tx.send(a);
+            },
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let addr = bound.await.context("the node's listener did not start")?;
+        Ok(Node {
+            adapter,
+            io,
+            addr,
+            server_side,
+            stop,
+        })
+    }
+}
+
+/// "A", "B", "C": nodes as the table names them.
+pub fn label(n: usize) -> char {
+    (b'A' + n as u8) as char
+}
+
+/// A process-wide unique number, for tokens and names.
+pub fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}

@@ -1,0 +1,216 @@
+//! The conformance kit (`wasio adapter check`) on real compiled guests: every adapter we
+//! ship passes it, on the in-memory bus and on the Redis at 127.0.0.1:6379; adapters
+//! that break the contract or the cluster semantics fail it, on the right row; the CLI
+//! prints the table and exits non-zero; `wasio adapter new` writes a project.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::guest;
+use wasio::WasmSource;
+use wasio::check::{CheckOptions, Outcome, Report, run};
+
+fn wasio_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/wasio")
+}
+
+async fn check(wasm: WasmSource, datasource: &str, options: serde_json::Value) -> Report {
+    run(CheckOptions {
+        wasm,
+        datasource: datasource.into(),
+        options,
+        ..Default::default()
+    })
+    .await
+    .expect("the check ran")
+}
+
+fn assert_passed(report: &Report) {
+    assert!(report.passed(), "{}", report.table());
+    // Every scenario ran; none was skipped.
+    assert_eq!(report.rows.len(), 17, "{}", report.table());
+    assert!(
+        report.rows.iter().all(|r| r.outcome == Outcome::Pass),
+        "{}",
+        report.table()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_guest_passes_on_the_memory_bus() {
+    let report = check(
+        WasmSource::Builtin("redis".into()),
+        "memory://",
+        serde_json::json!({}),
+    )
+    .await;
+    assert_passed(&report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_guest_passes_sharded_on_the_memory_bus() {
+    let options = serde_json::json!({ "mode": "sharded" });
+    assert_passed(&check(WasmSource::Builtin("redis".into()), "memory://", options).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_guest_passes_on_real_redis() {
+    let key = format!("wasio-check-{}", std::process::id());
+    let report = check(
+        WasmSource::Builtin("redis".into()),
+        "redis://127.0.0.1:6379",
+        serde_json::json!({ "key": key }),
+    )
+    .await;
+    assert_passed(&report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_adapters_pass_in_every_language() {
+    for file in ["json_rust.wasm", "json_python.wasm", "json_js.wasm"] {
+        let report = check(
+            WasmSource::File(guest(file)),
+            "memory://",
+            serde_json::json!({}),
+        )
+        .await;
+        assert_passed(&report);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adapter_that_does_not_deliver_fails_the_cluster_rows() {
+    // TEST DOUBLE pubsub-user publishes broadcasts but never delivers what arrives.
+    // Every row waits in vain: a short patience keeps the test short.
+    let report = run(CheckOptions {
+        wasm: WasmSource::File(guest("pubsub_user.wasm")),
+        patience: std::time::Duration::from_millis(500),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(!report.passed());
+    let row = |name: &str| {
+        report
+            .rows
+            .iter()
+            .find(|r| r.scenario.starts_with(name))
+            .unwrap_or_else(|| panic!("no row {name}:\n{}", report.table()))
+    };
+    assert!(
+        matches!(&row("broadcast to all").outcome, Outcome::Fail(why) if why.contains("B0 did not get")),
+        "{}",
+        report.table()
+    );
+    assert!(
+        matches!(row("fetchSockets: every").outcome, Outcome::Fail(_)),
+        "{}",
+        report.table()
+    );
+    assert!(report.table().contains("FAIL"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_problems_are_explained() {
+    let future = check(
+        WasmSource::File(guest("future_version.wasm")),
+        "memory://",
+        serde_json::json!({}),
+    )
+    .await;
+    let finding = future
+        .contract
+        .iter()
+        .find(|f| !f.ok)
+        .expect("a failed finding");
+    assert!(finding.text.contains("regenerate"), "{}", future.table());
+    assert!(
+        future.rows.is_empty(),
+        "no scenario runs on a broken contract"
+    );
+
+    let garbage = check(
+        WasmSource::Bytes {
+            label: "garbage.wasm".into(),
+            bytes: std::sync::Arc::new(b"not wasm at all".to_vec()),
+        },
+        "memory://",
+        serde_json::json!({}),
+    )
+    .await;
+    assert!(!garbage.passed());
+    assert!(
+        garbage
+            .table()
+            .contains("garbage.wasm is not a WebAssembly component"),
+        "{}",
+        garbage.table()
+    );
+}
+
+#[test]
+fn the_cli_prints_the_table_and_exits_by_the_result() {
+    let ok = Command::new(wasio_bin())
+        .args(["adapter", "check", "builtin:redis"])
+        .output()
+        .expect("wasio runs");
+    let table = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{table}\n{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        table.contains("pass  broadcast to all") && table.contains("PASS:"),
+        "{table}"
+    );
+
+    let bad = Command::new(wasio_bin())
+        .args(["adapter", "check", "--wait-ms", "300"])
+        .arg(guest("pubsub_user.wasm"))
+        .output()
+        .expect("wasio runs");
+    assert_eq!(
+        bad.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&bad.stdout)
+    );
+    assert!(String::from_utf8_lossy(&bad.stdout).contains("FAIL:"));
+}
+
+#[test]
+fn new_writes_a_project_for_each_language() {
+    for (lang, entry) in [
+        ("rust", "src/lib.rs"),
+        ("python", "app.py"),
+        ("js", "adapter.js"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let project = dir.path().join("my-adapter");
+        let out = Command::new(wasio_bin())
+            .args(["adapter", "new", "my-adapter", "--lang", lang, "--dir"])
+            .arg(&project)
+            .output()
+            .expect("wasio runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(project.join(entry).is_file(), "{lang}: {entry} written");
+        assert!(project.join("wit/adapter.wit").is_file());
+        let again = Command::new(wasio_bin())
+            .args(["adapter", "new", "my-adapter", "--lang", lang, "--dir"])
+            .arg(&project)
+            .output()
+            .unwrap();
+        assert_eq!(
+            again.status.code(),
+            Some(2),
+            "a non-empty directory is refused"
+        );
+    }
+}
