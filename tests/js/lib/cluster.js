@@ -40,14 +40,14 @@ function testNodeBin() {
 }
 
 /** The `[adapter.options]` and datasource of a wasio node, as TOML. */
-function wasioConfig({ namespaces, redisUrl, requestTimeoutMs, adapterOptions, publishBuffer }) {
+function wasioConfig({ wasm = "builtin:redis", namespaces, redisUrl, requestTimeoutMs, adapterOptions, publishBuffer }) {
   const lines = [
     "[server]",
     "port = 0",
     `namespaces = ${JSON.stringify(namespaces)}`,
     "",
     "[adapter]",
-    'wasm = "builtin:redis"',
+    `wasm = ${JSON.stringify(wasm)}`,
     'datasource = "cache"',
     `request_timeout_ms = ${requestTimeoutMs}`,
     "",
@@ -101,9 +101,12 @@ function mongoOptions({ collection, mongoMode, requestsTimeout, heartbeatInterva
  *   signal(sig)       sends a signal (SIGSTOP, SIGKILL...)
  *   exited()          null while running, else {code, signal}
  *   stop()            SIGTERM (SIGKILL after 5 s); resolves {code, signal, stderr, exitedEarly}
+ * A wasio node on Redis runs `builtin:redis` with options from the spec, or the component
+ * `wasm` (a path) with `adapterOptions` as they are; `startTimeoutMs` bounds its start (a
+ * big component takes long to compile).
  */
 async function startNode(spec) {
-  const { role, name, backend = "redis", mode, key, requestsTimeout, specific, subscriptionMode, redisUrl, mongoUrl, namespaces, publishBuffer } = spec;
+  const { role, name, backend = "redis", mode, key, requestsTimeout, specific, subscriptionMode, redisUrl, mongoUrl, namespaces, publishBuffer, wasm, startTimeoutMs = START_TIMEOUT_MS } = spec;
   const reference = backend === "mongodb" ? MONGO_REFERENCE : REFERENCE;
   const kind = role === "wasio" && !reference ? "wasio" : "node";
   const { dir, cleanup } = await tempDir();
@@ -123,14 +126,17 @@ async function startNode(spec) {
       args = [NODE_SCRIPT, "--port", String(port), "--name", name, "--mongo", mongoUrl, "--options", JSON.stringify(options)];
     }
   } else if (kind === "wasio") {
-    const adapterOptions = {
-      key,
-      requestsTimeout,
-      publishOnSpecificResponseChannel: !!specific,
-      mode,
-      subscriptionMode: mode === "sharded" ? subscriptionMode : undefined,
-    };
+    const adapterOptions = wasm
+      ? spec.adapterOptions
+      : {
+          key,
+          requestsTimeout,
+          publishOnSpecificResponseChannel: !!specific,
+          mode,
+          subscriptionMode: mode === "sharded" ? subscriptionMode : undefined,
+        };
     const config = wasioConfig({
+      wasm,
       namespaces,
       redisUrl,
       requestTimeoutMs: Math.max(2000, requestsTimeout * 2),
@@ -210,7 +216,7 @@ async function startNode(spec) {
     waitExit: () => withTimeout(exited, STOP_TIMEOUT_MS, `${name} to exit`),
   };
 
-  const deadline = Date.now() + START_TIMEOUT_MS;
+  const deadline = Date.now() + startTimeoutMs;
   let problem = "no answer yet";
   while (Date.now() < deadline) {
     if (exit !== null) {
@@ -230,7 +236,7 @@ async function startNode(spec) {
     child.kill("SIGKILL");
     await exited;
     await cleanup();
-    throw new Error(`${name} (${kind}) did not serve within ${START_TIMEOUT_MS} ms (${problem}):\n${stderr}`);
+    throw new Error(`${name} (${kind}) did not serve within ${startTimeoutMs} ms (${problem}):\n${stderr}`);
   }
   handle.ops = await connect(url, "/ops", { transport: "websocket" });
   return handle;
