@@ -214,3 +214,64 @@ fn new_writes_a_project_for_each_language() {
         );
     }
 }
+
+/// Runs `cmd` in `dir`, failing the test with its output when it fails.
+fn run_in(dir: &std::path::Path, cmd: &[&str]) {
+    let out = Command::new(cmd[0])
+        .args(&cmd[1..])
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} in {}:\n{}\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn new_projects_build_and_pass_the_check() {
+    let root = tempfile::tempdir().unwrap();
+    let bin = wasio_bin();
+    let bin = bin.to_str().unwrap();
+    for lang in ["python", "js", "rust"] {
+        let dir = root.path().join(format!("starter-{lang}"));
+        run_in(
+            root.path(),
+            &[
+                bin,
+                "adapter",
+                "new",
+                &format!("starter-{lang}"),
+                "--lang",
+                lang,
+            ],
+        );
+        let wasm = format!("starter_{lang}.wasm");
+        match lang {
+            // Offline: the workspace build fetched every crate the template uses.
+            "rust" => {
+                run_in(
+                    &dir,
+                    &[
+                        "cargo",
+                        "build",
+                        "--offline",
+                        "--release",
+                        "--target",
+                        "wasm32-wasip2",
+                    ],
+                );
+                std::fs::copy(
+                    dir.join("target/wasm32-wasip2/release").join(&wasm),
+                    dir.join(&wasm),
+                )
+                .unwrap();
+            }
+            _ => run_in(&dir, &["bash", "build.sh", &wasm]),
+        }
+        run_in(&dir, &[bin, "adapter", "check", &wasm]);
+    }
+}
