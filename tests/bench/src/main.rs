@@ -6,6 +6,7 @@
 //! wasio-bench fanout --clients 1000 --nodes 2 --seconds 10   # the workloads
 //! wasio-bench fanout --systems wasio,wasio-mongo,node,node-mongo [--mongodb URL]
 //! wasio-bench swap --swaps 20 --rate 1000                     # hot swaps under a stream
+//! wasio-bench languages --calls 20000                         # the same adapter in Rust, Python, JS
 //! wasio-bench native-node --port P --redis URL --key K       # a native node (spawned by fanout)
 //! ```
 //!
@@ -16,6 +17,7 @@
 //! adding either is adding a variant and its arm. `swap` ([`swap`]) is a workload of
 //! its own, on wasio only: it swaps adapters through the admin API while it measures.
 
+mod languages;
 mod loadgen;
 mod mongo;
 mod native;
@@ -40,6 +42,9 @@ enum Cmd {
     /// Hot swaps of the adapter (`POST /admin/adapter`) under a steady broadcast stream:
     /// delivery gaps against a baseline, swap times, messages lost or duplicated.
     Swap(swap::SwapArgs),
+    /// The cost of an adapter's language: the `wasio-json` adapter in Rust, Python and
+    /// JavaScript, in process, per call and in memory.
+    Languages(languages::LangArgs),
     /// Run one native socketioxide + socketioxide-redis node (used by the workloads).
     NativeNode(native::NodeArgs),
 }
@@ -152,6 +157,7 @@ fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Fanout(args) => orchestrate::run(Workload::Fanout, args),
         Cmd::Swap(args) => swap::run(args),
+        Cmd::Languages(args) => languages::run(args),
         Cmd::NativeNode(args) => native::serve(args),
     }
 }
