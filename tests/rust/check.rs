@@ -12,6 +12,10 @@ use common::guest;
 use wasio::WasmSource;
 use wasio::check::{CheckOptions, Outcome, Report, run};
 
+/// One test at a time: the kit runs guests under the default 100 ms call deadline, and
+/// a project build beside it would eat the 2 cores those calls need.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn wasio_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/wasio")
 }
@@ -40,6 +44,7 @@ fn assert_passed(report: &Report) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_redis_guest_passes_on_the_memory_bus() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let report = check(
         WasmSource::Builtin("redis".into()),
         "memory://",
@@ -51,12 +56,14 @@ async fn the_redis_guest_passes_on_the_memory_bus() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_redis_guest_passes_sharded_on_the_memory_bus() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let options = serde_json::json!({ "mode": "sharded" });
     assert_passed(&check(WasmSource::Builtin("redis".into()), "memory://", options).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_redis_guest_passes_on_real_redis() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let key = format!("wasio-check-{}", std::process::id());
     let report = check(
         WasmSource::Builtin("redis".into()),
@@ -69,6 +76,7 @@ async fn the_redis_guest_passes_on_real_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_json_adapters_pass_in_every_language() {
+    let _one = ONE_AT_A_TIME.lock().await;
     for file in ["json_rust.wasm", "json_python.wasm", "json_js.wasm"] {
         let report = check(
             WasmSource::File(guest(file)),
@@ -82,6 +90,7 @@ async fn the_json_adapters_pass_in_every_language() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_adapter_that_does_not_deliver_fails_the_cluster_rows() {
+    let _one = ONE_AT_A_TIME.lock().await;
     // TEST DOUBLE pubsub-user publishes broadcasts but never delivers what arrives.
     // Every row waits in vain: a short patience keeps the test short.
     let report = run(CheckOptions {
@@ -114,6 +123,7 @@ async fn an_adapter_that_does_not_deliver_fails_the_cluster_rows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contract_problems_are_explained() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let future = check(
         WasmSource::File(guest("future_version.wasm")),
         "memory://",
@@ -152,6 +162,7 @@ async fn contract_problems_are_explained() {
 
 #[test]
 fn the_cli_prints_the_table_and_exits_by_the_result() {
+    let _one = ONE_AT_A_TIME.blocking_lock();
     let ok = Command::new(wasio_bin())
         .args(["adapter", "check", "builtin:redis"])
         .output()
@@ -183,6 +194,7 @@ fn the_cli_prints_the_table_and_exits_by_the_result() {
 
 #[test]
 fn new_writes_a_project_for_each_language() {
+    let _one = ONE_AT_A_TIME.blocking_lock();
     for (lang, entry) in [
         ("rust", "src/lib.rs"),
         ("python", "app.py"),
@@ -233,6 +245,7 @@ fn run_in(dir: &std::path::Path, cmd: &[&str]) {
 
 #[test]
 fn new_projects_build_and_pass_the_check() {
+    let _one = ONE_AT_A_TIME.blocking_lock();
     let root = tempfile::tempdir().unwrap();
     let bin = wasio_bin();
     let bin = bin.to_str().unwrap();

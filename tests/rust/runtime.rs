@@ -70,7 +70,7 @@ async fn a_capability_is_granted_only_by_the_config() {
         .expect_err("no datasource attached")
         .to_string();
     assert!(
-        err.contains("denied: no Redis datasource is attached"),
+        err.contains("denied: no pub/sub datasource is attached"),
         "{err}"
     );
 }
