@@ -378,6 +378,12 @@ async function startCluster({
       const results = await Promise.all(cluster.nodes.map((n) => n.stop()));
       return results;
     },
+    /** Stops every node; throws, with their stderr, when some died during the tests. */
+    async stopChecked() {
+      const results = await cluster.stop();
+      const died = cluster.nodes.map((n, i) => [n, results[i]]).filter(([, r]) => r.exitedEarly);
+      if (died.length) throw new Error(`nodes died during the tests: ${died.map(([n, r]) => `${n.name}:\n${r.stderr}`).join("\n")}`);
+    },
   };
   try {
     const started = await Promise.allSettled(specs.map((s) => startNode({ ...common, ...s })));

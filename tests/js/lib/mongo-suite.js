@@ -104,12 +104,7 @@ function defineMongoSuite(mongoMode) {
     });
     after(async () => {
       try {
-        if (!c) return;
-        const results = await c.stop();
-        const died = c.nodes.filter((n, i) => results[i].exitedEarly);
-        if (died.length) {
-          throw new Error(`nodes died during the tests: ${died.map((n) => `${n.name}:\n${results[c.nodes.indexOf(n)].stderr}`).join("\n")}`);
-        }
+        if (c) await c.stopChecked();
       } finally {
         if (backend) await backend.stop();
       }

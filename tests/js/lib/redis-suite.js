@@ -37,12 +37,7 @@ function defineRedisSuite(mode, { subscriptionMode = "dynamic", specific = false
     });
     after(async () => {
       if (redis) await redis.quit().catch(() => {});
-      if (!c) return;
-      const results = await c.stop();
-      const died = c.nodes.filter((n, i) => results[i].exitedEarly);
-      if (died.length) {
-        throw new Error(`nodes died during the tests: ${died.map((n, i) => `${n.name}:\n${results[i].stderr}`).join("\n")}`);
-      }
+      if (c) await c.stopChecked();
     });
 
     /**

@@ -64,10 +64,7 @@ function defineSuite(a, b) {
     });
     after(async () => {
       if (redis) await redis.quit().catch(() => {});
-      if (!c) return;
-      const results = await c.stop();
-      const died = c.nodes.filter((n, i) => results[i].exitedEarly);
-      if (died.length) throw new Error(`nodes died during the tests: ${died.map((n) => `${n.name}:\n${n.stderr()}`).join("\n")}`);
+      if (c) await c.stopChecked();
     });
 
     const { spread, onNode, expectExactly, localRooms, disconnected } = scenarios(() => c);
