@@ -251,8 +251,20 @@ impl Adapter {
         rooms: &[String],
         except: &[String],
     ) -> anyhow::Result<Vec<SocketInfo>> {
+        let by_node = self.sockets_by_node(nsp, rooms, except).await?;
+        Ok(by_node.into_iter().flatten().collect())
+    }
+
+    /// [`Adapter::fetch_sockets`], one list per node that answered, this node's first
+    /// (a node without matching sockets answers an empty list).
+    pub async fn sockets_by_node(
+        &self,
+        nsp: &str,
+        rooms: &[String],
+        except: &[String],
+    ) -> anyhow::Result<Vec<Vec<SocketInfo>>> {
         let opts = targets(rooms, except);
-        let mut sockets = match self.0.shared.namespace(nsp) {
+        let local = match self.0.shared.namespace(nsp) {
             Some(ns) => ns.fetch(&opts),
             None => Vec::new(),
         };
@@ -261,16 +273,17 @@ impl Adapter {
             id,
             opts: opts.clone(),
         };
+        let mut nodes = vec![local];
         for part in self
             .request("fetch-sockets", call)
             .await?
             .map_err(|f| f.into_error())?
         {
             if let Answer::Sockets(list) = part {
-                sockets.extend(list);
+                nodes.push(list);
             }
         }
-        Ok(sockets)
+        Ok(nodes)
     }
 
     /// `allRooms()` across the cluster, sorted. Fails when a node did not answer in time.
@@ -363,9 +376,30 @@ impl Adapter {
         let _gate = self.0.swap.close_gate().await;
         let slot = self.0.slot.load_full();
         slot.close().await;
-        let links = slot.links().clone();
-        drop(slot);
-        links.close().await;
+        // The slot stays in place (nothing replaces it), so the links are still shared:
+        // finished through a reference rather than closed by their last owner.
+        slot.links().finish(Duration::from_secs(2)).await;
+    }
+
+    /// This node's namespaces, sorted by name: `(name, sockets, rooms)`, rooms not
+    /// counting each socket's own-id room.
+    pub fn local_stats(&self) -> Vec<(String, usize, usize)> {
+        let shared = &self.0.shared;
+        let mut stats: Vec<_> = shared
+            .namespace_names()
+            .into_iter()
+            .filter_map(|n| {
+                let (sockets, rooms) = shared.namespace(&n)?.stats();
+                Some((n, sockets, rooms))
+            })
+            .collect();
+        stats.sort();
+        stats
+    }
+
+    /// Cluster requests of this node still waiting for answers.
+    pub fn pending_requests(&self) -> usize {
+        self.0.shared.open_requests().len()
     }
 
     /// The datasource link's state and counters, for `/healthz`.

@@ -1,6 +1,8 @@
 //! The admin API, on a listener of its own: the running adapter's status, hot swap
-//! (by path, built-in name or uploaded component) and rollback. Every request carries
-//! `Authorization: Bearer TOKEN`. Also the small HTTP client `wasio adapter` uses.
+//! (by path, built-in name or uploaded component), rollback and the overview, each
+//! request carrying `Authorization: Bearer TOKEN`; and, open to whoever reaches the
+//! listener, `/metrics` (Prometheus) and the admin page (`/admin`, which asks for the
+//! token). Also the small HTTP client `wasio adapter` uses.
 
 use std::sync::Arc;
 
@@ -15,6 +17,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::overview::History;
 use crate::reload::{Node, NodeError, SwapRequest, Wasm};
 use crate::swap::SwapError;
 
@@ -25,21 +28,53 @@ const BODY_LIMIT: usize = 64 << 20;
 struct Admin {
     node: Arc<Node>,
     token: Arc<str>,
+    history: Arc<History>,
 }
 
-/// The admin routes for `node`, guarded by `token`.
+/// The admin routes for `node`, guarded by `token`. Starts sampling the connection
+/// history the page shows.
 pub fn router(node: Arc<Node>, token: &str) -> Router {
+    let history = History::spawn(&node, node.history_interval());
     let state = Admin {
         node,
         token: token.into(),
+        history,
     };
-    Router::new()
+    let guarded = Router::new()
         .route("/admin/adapter", get(status).post(swap))
         .route("/admin/adapter/rollback", post(rollback))
+        .route("/admin/overview", get(overview))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth));
+    // Read-only and secret-free: scrapers and browsers reach them without the token.
+    let open = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/admin", get(page));
+    open.merge(guarded).with_state(state)
+}
+
+async fn metrics(State(admin): State<Admin>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::prometheus::render(admin.node.adapter()),
+    )
+        .into_response()
+}
+
+async fn page() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("../static/admin.html"),
+    )
+        .into_response()
+}
+
+async fn overview(State(admin): State<Admin>) -> Response {
+    Json(crate::overview::overview(&admin.node, &admin.history).await).into_response()
 }
 
 fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response {
@@ -63,7 +98,7 @@ async fn auth(State(admin): State<Admin>, req: Request, next: Next) -> Response 
 
 /// Compares digests, not the strings: the time taken tells nothing about the token,
 /// its length included.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
     use sha2::Digest;
     let (a, b) = (sha2::Sha256::digest(a), sha2::Sha256::digest(b));
     a.iter()

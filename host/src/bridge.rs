@@ -439,6 +439,22 @@ impl<E: SocketEmitter> LocalNamespace for WasmAdapter<E> {
             .map(|r| r.to_string())
             .collect()
     }
+
+    fn stats(&self) -> (usize, usize) {
+        // No room and the broadcast flag: every socket (no flag would mean none).
+        let mut all = BroadcastOptions::default();
+        all.add_flag(socketioxide_core::adapter::BroadcastFlags::Broadcast);
+        let sids: std::collections::HashSet<String> = self
+            .local
+            .sockets(all.clone())
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let rooms = self.local.rooms(all);
+        // A socket's own-id room is not a room anyone made.
+        let named = rooms.iter().filter(|r| !sids.contains(r.as_ref())).count();
+        (sids.len(), named)
+    }
 }
 
 /// An empty handshake map and a nil `data`, for sockets nobody described.

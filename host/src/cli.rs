@@ -34,6 +34,9 @@ enum Command {
         /// Validate the config and the adapter (load it, run its init), then exit.
         #[arg(long)]
         check: bool,
+        /// Log lines on stderr: `text`, or `json` (one object per line).
+        #[arg(long, env = "WASIO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
     /// Look at or change the adapter of a running node, through its admin API.
     Adapter {
@@ -42,6 +45,16 @@ enum Command {
         #[command(subcommand)]
         command: AdapterCommand,
     },
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// For people: `TIME LEVEL target: message key=value`.
+    Text,
+    /// For log collectors: one JSON object a line, with `timestamp`, `level`, `target`
+    /// and `fields` (`message` among them).
+    Json,
 }
 
 /// Where the admin API is and how to get in.
@@ -125,7 +138,11 @@ pub fn main() -> ExitCode {
             ..
         }
     );
-    init_logging(if quiet { "error" } else { "info" });
+    let format = match cli.command {
+        Command::Serve { log_format, .. } => log_format,
+        _ => LogFormat::Text,
+    };
+    init_logging(if quiet { "error" } else { "info" }, format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -136,11 +153,12 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match cli.command {
+    let code = match cli.command {
         Command::Serve {
             config,
             port,
             check,
+            ..
         } => runtime.block_on(serve(config, port, check)),
         Command::Adapter {
             command:
@@ -157,18 +175,23 @@ pub fn main() -> ExitCode {
             ..
         } => new_project(&name, lang, dir),
         Command::Adapter { admin, command } => runtime.block_on(adapter_command(admin, command)),
-    }
+    };
+    // Tasks left behind (a file watcher, a stuck blocking call) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }
 
-fn init_logging(default: &str) {
+fn init_logging(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => logs.json().try_init(),
+    };
 }
 
 fn refuse(msg: impl std::fmt::Display) -> ExitCode {
@@ -201,11 +224,17 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
         adapter.close().await;
         return ExitCode::SUCCESS;
     }
-    let (router, _io) = match crate::server::app(adapter.clone(), &config.server).await {
+    let (router, io) = match crate::server::app(adapter.clone(), &config.server).await {
         Ok(app) => app,
         Err(e) => return refuse(format!("{label}: {e:#}")),
     };
     let addr = SocketAddr::new(config.server.host, config.server.port);
+    let shutdown_timeout = std::time::Duration::from_millis(config.server.shutdown_timeout_ms);
+    // Listening from here on: a signal during start-up is not lost.
+    let signals = match crate::shutdown::Signals::new() {
+        Ok(s) => s,
+        Err(e) => return refuse(format!("cannot listen for signals: {e}")),
+    };
     // One stop signal for the server, the admin API and the reloader.
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let admin = config
@@ -240,26 +269,24 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
         }
         None => tracing::info!("admin API off (no admin.token configured)"),
     }
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
-    let bound = |addr: SocketAddr| {
+    let bound = move |addr: SocketAddr| {
         tracing::info!(adapter = %info.name, version = %info.version, %source, "wasio listening on http://{addr}");
     };
     let mut server_stop = stop;
-    let shutdown = async move {
+    let stopped = async move {
         let _ = server_stop.wait_for(|s| *s).await;
     };
-    let result = crate::server::serve(router, addr, bound, shutdown).await;
-    adapter.close().await;
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let draining = crate::shutdown::Draining::default();
+    let router = router.layer(axum::Extension(draining.clone()));
+    let server = tokio::spawn(crate::server::serve(router, addr, bound, stopped));
+    let node = crate::shutdown::Node {
+        draining,
+        stop: stop_tx,
+        io,
+        adapter,
+        timeout: shutdown_timeout,
+    };
+    crate::shutdown::run(server, node, signals).await
 }
 
 /// `wasio adapter ...`: one admin API request, its answer printed.
@@ -449,26 +476,4 @@ fn print_report(r: &Value) {
         r["total_ms"].as_f64().unwrap_or(0.0)
     );
     println!("now: {}", component_line(to));
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down");
 }

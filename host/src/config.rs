@@ -41,6 +41,10 @@ pub struct ServerConfig {
     pub max_buffer_size: usize,
     /// Largest HTTP long-polling payload in bytes (default 1 MB, as Node.js socket.io).
     pub max_payload: u64,
+    /// How long a graceful shutdown (SIGTERM, Ctrl-C) may take before the process exits anyway, in ms (default 10000).
+    pub shutdown_timeout_ms: u64,
+    /// The key of the HTTP publish API (`POST /api/publish`); without one it is off.
+    pub api_key: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +56,8 @@ impl Default for ServerConfig {
             namespaces: vec!["/".into()],
             max_buffer_size: 4096,
             max_payload: 1_000_000,
+            shutdown_timeout_ms: 10_000,
+            api_key: None,
         }
     }
 }
@@ -134,6 +140,8 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// The bearer token every admin request must carry; without one the API is off.
     pub token: Option<String>,
+    /// How often the admin page's connection history is sampled (default 5000 ms).
+    pub history_interval_ms: u64,
 }
 
 impl Default for AdminConfig {
@@ -141,6 +149,7 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 3001)),
             token: None,
+            history_interval_ms: 5000,
         }
     }
 }
@@ -238,6 +247,20 @@ impl Config {
         }
         if self.adapter.request_timeout_ms == 0 {
             return err("adapter.request_timeout_ms", "must be at least 1".into());
+        }
+        if self.admin.history_interval_ms < 100 {
+            return err("admin.history_interval_ms", "must be at least 100".into());
+        }
+        if self
+            .server
+            .api_key
+            .as_deref()
+            .is_some_and(|k| k.trim().is_empty())
+        {
+            return err(
+                "server.api_key",
+                "must not be empty (leave it out to turn the publish API off)".into(),
+            );
         }
         // An empty token would let anyone who can reach the port swap the adapter.
         if self
@@ -505,6 +528,21 @@ mod tests {
         .unwrap();
         assert_eq!(c.admin.token.as_deref(), Some("s3cret"));
         assert_eq!(c.admin.listen.port(), 0);
+    }
+
+    #[test]
+    fn publish_key_and_history_interval() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.server.api_key, None, "the publish API is off by default");
+        assert_eq!(c.admin.history_interval_ms, 5000);
+        let c = load("", &[("WASIO_SERVER__API_KEY", "k1")]).unwrap();
+        assert_eq!(c.server.api_key.as_deref(), Some("k1"));
+        let e = load("[server]\napi_key = \" \"\n", &[]).unwrap_err().0;
+        assert!(e.contains("server.api_key"), "{e}");
+        let e = load("[admin]\nhistory_interval_ms = 10\n", &[])
+            .unwrap_err()
+            .0;
+        assert!(e.contains("admin.history_interval_ms"), "{e}");
     }
 
     #[test]

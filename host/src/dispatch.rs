@@ -167,6 +167,10 @@ impl Dispatcher {
                 let _ = old.try_call(op, call, true).await;
             }
         }
+        if is_message {
+            let counter = &current.traffic().messages_in;
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let (op, call) = guest_call(event);
         let res = current.call(op, call).await;
         if is_message && matches!(res, Err(GuestError::Refused { .. })) {

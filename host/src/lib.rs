@@ -29,9 +29,13 @@ pub mod datasource;
 pub mod dispatch;
 pub mod handshake;
 pub mod metrics;
+pub mod overview;
+pub mod prometheus;
+pub mod publish;
 pub mod reload;
 pub mod runtime;
 pub mod server;
+pub mod shutdown;
 pub mod swap;
 pub mod template;
 

@@ -79,6 +79,8 @@ pub struct Node {
     state: Mutex<State>,
     /// The `.wasm` file the watcher follows.
     watched: watch::Sender<Option<PathBuf>>,
+    /// How often the admin page's connection history is sampled.
+    history_interval: std::time::Duration,
 }
 
 impl Node {
@@ -86,9 +88,11 @@ impl Node {
     pub fn new(adapter: Adapter, config: Config, config_path: Option<PathBuf>) -> Arc<Node> {
         let current = Choice::from_config(&config);
         let (watched, _) = watch::channel(current.file.clone());
+        let history_interval = std::time::Duration::from_millis(config.admin.history_interval_ms);
         Arc::new(Node {
             adapter,
             config_path,
+            history_interval,
             state: Mutex::new(State {
                 config,
                 current,
@@ -100,6 +104,11 @@ impl Node {
 
     pub fn adapter(&self) -> &Adapter {
         &self.adapter
+    }
+
+    /// How often the admin page's connection history is sampled.
+    pub fn history_interval(&self) -> std::time::Duration {
+        self.history_interval
     }
 
     /// Swaps to `req` (`why` says who asked, for the log).

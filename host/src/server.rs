@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use axum::Extension;
 use axum::Router;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use rmpv::Value as Mp;
@@ -22,12 +23,13 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::adapter::Adapter;
 use crate::bridge::WasmAdapter;
 use crate::config::ServerConfig;
+use crate::shutdown::Draining;
 
 /// The adapter type of the standalone server's namespaces.
 pub type Ns = WasmAdapter<socketioxide::adapter::Emitter>;
 
 /// Events the relay protocol reserves: socket.io's own.
-const RESERVED: &[&str] = &[
+pub(crate) const RESERVED: &[&str] = &[
     "connect",
     "connect_error",
     "disconnect",
@@ -71,7 +73,14 @@ pub async fn app(
     let router = Router::new()
         .route("/", get(index))
         .route("/socket.io.min.js", get(client_bundle))
-        .route("/healthz", get(move || health(health_adapter.clone())))
+        .route(
+            "/healthz",
+            get(move |d: Option<Extension<Draining>>| health(health_adapter.clone(), d)),
+        )
+        .merge(crate::publish::router(
+            io.clone(),
+            server.api_key.as_deref(),
+        ))
         .layer(layer)
         .layer(cors(&server.cors));
     Ok((router, io))
@@ -126,16 +135,27 @@ async fn client_bundle() -> impl IntoResponse {
     )
 }
 
-async fn health(adapter: Adapter) -> impl IntoResponse {
+/// 503 `{"status": "draining", ...}` once a shutdown began (the router carries a
+/// [`Draining`] extension when served by `wasio serve`), so a load balancer stops routing here.
+async fn health(adapter: Adapter, draining: Option<Extension<Draining>>) -> impl IntoResponse {
+    let draining = draining.is_some_and(|Extension(d)| d.get());
+    let (code, status) = if draining {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else {
+        (StatusCode::OK, "ok")
+    };
     let info = adapter.info();
     let (source, sha256) = adapter.component();
-    Json(json!({
-        "status": "ok",
-        "node_id": adapter.node_id(),
-        "adapter": { "name": info.name, "version": info.version, "source": source, "sha256": sha256 },
-        "guest": adapter.metrics().to_json(),
-        "datasource": adapter.datasource_status(),
-    }))
+    (
+        code,
+        Json(json!({
+            "status": status,
+            "node_id": adapter.node_id(),
+            "adapter": { "name": info.name, "version": info.version, "source": source, "sha256": sha256 },
+            "guest": adapter.metrics().to_json(),
+            "datasource": adapter.datasource_status(),
+        })),
+    )
 }
 
 async fn on_connect(socket: SocketRef<Ns>) {

@@ -57,11 +57,17 @@ impl Host for HostState {
         if self.muted() {
             return Ok(Ok(()));
         }
-        Ok(self.docstore().and_then(|l| {
+        let sent = self.docstore().and_then(|l| {
             l.insert(collection, &document).map_err(|e| match e {
                 InsertError::Invalid(m) => Error::Invalid(m),
                 InsertError::Unavailable(m) => Error::Unavailable(m),
             })
-        }))
+        });
+        if sent.is_ok() {
+            self.traffic
+                .messages_out
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(sent)
     }
 }

@@ -140,6 +140,24 @@ impl Links {
         p.or_else(|| self.docstore.as_ref().map(|l| l.to_json()))
     }
 
+    /// At the node's end: sends what is queued (waiting `wait` at most per link), then
+    /// drops the connections, whoever else still holds the links, so that other nodes
+    /// stop counting this one at once.
+    pub async fn finish(&self, wait: std::time::Duration) {
+        if let Some(link) = &self.pubsub {
+            if !link.settled(wait).await {
+                tracing::warn!("datasource: queued publishes not all sent before closing");
+            }
+            link.sever().await;
+        }
+        if let Some(link) = &self.docstore {
+            if !link.settled(wait).await {
+                tracing::warn!("datasource: queued inserts not all sent before closing");
+            }
+            link.sever();
+        }
+    }
+
     /// Closes each link nobody else holds (what is queued is sent first).
     pub async fn close(self) {
         if let Some(link) = self.pubsub {

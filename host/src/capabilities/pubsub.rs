@@ -2,6 +2,7 @@
 //! importing it unless the config grants a pub/sub datasource.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use super::Event;
 use crate::datasource::PubSubLink;
@@ -53,10 +54,14 @@ impl Host for HostState {
         if self.muted() {
             return Ok(Ok(()));
         }
-        Ok(self.link().and_then(|l| {
+        let sent = self.link().and_then(|l| {
             l.publish(channel, payload, mode == Mode::Sharded)
                 .map_err(Error::Unavailable)
-        }))
+        });
+        if sent.is_ok() {
+            self.traffic.messages_out.fetch_add(1, Relaxed);
+        }
+        Ok(sent)
     }
 
     fn subscribe(&mut self, channel: String, mode: Mode) -> wasmtime::Result<Result<(), Error>> {

@@ -35,6 +35,8 @@ pub trait LocalNamespace: Send + Sync {
     fn fetch(&self, opts: &BroadcastOpts) -> Vec<SocketInfo>;
     /// The rooms of the matching local sockets.
     fn rooms(&self, opts: &BroadcastOpts) -> Vec<String>;
+    /// How many local sockets, and rooms other than the sockets' own-id ones.
+    fn stats(&self) -> (usize, usize);
 }
 
 /// A `serverSideEmit` from another node, handed to this node's handler.

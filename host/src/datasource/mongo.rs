@@ -211,10 +211,26 @@ impl MongoDocStore {
         self.writer.abort();
     }
 
+    /// Inserts queued or being sent.
+    fn buffered(&self) -> usize {
+        self.inserts.max_capacity() - self.inserts.capacity() + self.metrics.held.load(Relaxed)
+    }
+
+    /// Whether what was queued before the call got inserted within `wait`.
+    pub async fn settled(&self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        while self.buffered() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
     /// State and counters for `/healthz`.
     pub fn to_json(&self) -> serde_json::Value {
-        let buffered =
-            self.inserts.max_capacity() - self.inserts.capacity() + self.metrics.held.load(Relaxed);
+        let buffered = self.buffered();
         let mut v = self.metrics.to_json(buffered);
         v["name"] = self.spec.name.clone().into();
         v["connector"] = "mongodb".into();

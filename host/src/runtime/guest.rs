@@ -218,6 +218,8 @@ pub struct GuestSlot {
     /// Set when swapped out (see `HostState::muted`).
     muted: Arc<AtomicBool>,
     info: AdapterInfo,
+    /// This adapter's datasource traffic counters.
+    traffic: Arc<crate::metrics::Traffic>,
     generation: AtomicU64,
     /// Set by `close`: a closed slot is never brought back.
     closed: AtomicBool,
@@ -258,6 +260,7 @@ impl GuestSlot {
                 return Err(e);
             }
         };
+        let traffic = shared.metrics.traffic(&traffic_label(&info));
         Ok(GuestSlot {
             component,
             shared,
@@ -266,6 +269,7 @@ impl GuestSlot {
             links,
             request_timeout,
             muted,
+            traffic,
             info,
             generation: AtomicU64::new(generation),
             closed: AtomicBool::new(false),
@@ -280,6 +284,11 @@ impl GuestSlot {
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// This adapter's datasource traffic counters.
+    pub(crate) fn traffic(&self) -> &crate::metrics::Traffic {
+        &self.traffic
     }
 
     /// The component this slot runs.
@@ -344,7 +353,10 @@ impl GuestSlot {
             *guard = Some(self.reinstantiate().await?);
         }
         let live = guard.as_mut().expect("instance present");
-        match invoke(live, call).await {
+        let began = std::time::Instant::now();
+        let outcome = invoke(live, call).await;
+        self.shared.metrics.record_call(op, began.elapsed());
+        match outcome {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(GuestError::Refused {
                 adapter: self.info.name.clone(),
@@ -507,6 +519,7 @@ async fn instantiate(
         Ok(Err(e)) => return Err(unavailable(format!("init refused: {}", describe(&e)))),
         Err(e) => return Err(unavailable(format!("init failed: {}", fault_cause(&e)))),
     };
+    live.store.data_mut().traffic = shared.metrics.traffic(&traffic_label(&info));
     for nsp in namespaces {
         match invoke(&mut live, GuestCall::Open { nsp: nsp.clone() }).await {
             Ok(Ok(())) => {}
@@ -534,6 +547,11 @@ async fn run<R>(
     live.store.data_mut().begin_call();
     live.store.set_epoch_deadline(1);
     f(&live.guest, &mut live.store).await
+}
+
+/// How an adapter is named in the traffic counters.
+pub(crate) fn traffic_label(info: &AdapterInfo) -> String {
+    format!("{}@{}", info.name, info.version)
 }
 
 /// One line saying why a call failed: our own stop reasons first, then the trap.

@@ -121,6 +121,7 @@ impl Runtime {
             topics: BTreeSet::new(),
             call_started: TICKS.load(Ordering::Relaxed),
             memory: 0,
+            traffic: Arc::default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s as &mut dyn ResourceLimiter);
@@ -186,6 +187,8 @@ pub struct HostState {
     call_started: u64,
     /// Linear memory of this instance, all memories together, in bytes.
     memory: usize,
+    /// Where this adapter's datasource traffic is counted (set once `init` named it).
+    pub(crate) traffic: Arc<crate::metrics::Traffic>,
 }
 
 impl HostState {
