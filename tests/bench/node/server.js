@@ -6,6 +6,8 @@
 // the number of this node's sockets it went to. Events of one socket are applied in order, as
 // wasio does.
 //
+// `join` (a room or a list of them, ack {ok, rooms}) as wasio's.
+//
 // Usage: node tests/bench/node/server.js --port P --redis URL --key K
 //        node tests/bench/node/server.js --port P --mongodb URL --key COLLECTION
 // On MongoDB (the database is the URL's path), as the adapter's README says: the collection
@@ -83,6 +85,13 @@ async function main() {
   const nsp = io.of("/");
   nsp.on("connection", (socket) => {
     let chain = Promise.resolve();
+    socket.on("join", (rooms, cb) => {
+      chain = chain.then(() => {
+        if (!isRoomList(rooms)) return typeof cb === "function" && cb({ error: "join: bad room" });
+        socket.join(rooms);
+        if (typeof cb === "function") cb({ ok: true, rooms: [...socket.rooms].sort() });
+      });
+    });
     socket.on("publish", (msg, cb) => {
       chain = chain.then(() => publish(socket, msg, cb)).catch((err) => process.stderr.write(`publish: ${err.stack}\n`));
     });

@@ -1,5 +1,11 @@
-//! The load generator: Socket.IO clients over raw WebSocket (engine.io v4 / socket.io v5,
-//! just what the workloads need), senders that `publish`, receivers that time deliveries.
+//! The load generator of the broadcast workloads (`fanout`, `rooms`, `small-rooms`):
+//! Socket.IO clients over raw WebSocket (engine.io v4 / socket.io v5, just what the
+//! workloads need), senders that `publish`, receivers that time deliveries.
+//!
+//! With rooms (`Plan::room_size`), client `i` joins room `r<i / size>` before the run:
+//! consecutive clients, so with round-robin placement each room spans the nodes. A
+//! sender publishes to a random room, and that publish is complete once all its members
+//! have it.
 //!
 //! Wire, as sent and read here: the server opens with `0{...}`, the client connects the
 //! main namespace with `40` (answered `40{"sid":...}`), pings `2` are answered `3`, a
@@ -45,9 +51,21 @@ pub struct Plan {
     pub payload: usize,
     pub warmup: Duration,
     pub measure: Duration,
+    /// Members per room; `None`: every publish goes to the whole namespace.
+    pub room_size: Option<usize>,
     /// Processes whose CPU time is sampled over the measured window: the nodes, then
     /// Redis if found.
     pub pids: Vec<u32>,
+    /// How many of `pids` are the nodes (their RSS is sampled too).
+    pub node_pids: usize,
+    /// Admin listeners of wasio nodes (`host:port`), for guest time from `/metrics`.
+    pub admins: Vec<String>,
+}
+
+impl Plan {
+    pub fn node_pids(&self) -> &[u32] {
+        &self.pids[..self.node_pids.min(self.pids.len())]
+    }
 }
 
 /// What one run measured.
@@ -71,6 +89,14 @@ pub struct Outcome {
     /// CPU seconds over the measured window of each of [`Plan::pids`], then of this
     /// process (the load generator).
     pub cpu_seconds: Vec<f64>,
+    /// Connections held during the window.
+    pub clients: usize,
+    /// The nodes' RSS (summed, KiB) before the clients connected, once they were
+    /// connected (and in their rooms), and at the end of the measured window.
+    pub rss_kib: [u64; 3],
+    /// Seconds the wasio nodes spent in guest calls during the window (`None`: not wasio,
+    /// or no `/metrics`).
+    pub guest_seconds: Option<f64>,
 }
 
 impl Outcome {
@@ -97,8 +123,8 @@ fn quantile(sorted: &[u32], q: f64) -> Option<u32> {
 
 struct Shared {
     base: Instant,
-    /// Deliveries expected per publish: every client gets every broadcast.
-    expected: u32,
+    /// Deliveries expected per publish, indexed as `counts`.
+    expected: Box<[AtomicU32]>,
     counts: Box<[AtomicU32]>,
     /// The node each publish was sent to, indexed as `counts`.
     origin: Box<[AtomicU8]>,
@@ -146,9 +172,10 @@ pub async fn run(plan: &Plan) -> Result<Outcome> {
     if plan.payload < 32 {
         bail!("--payload must be at least 32 bytes (sequence + send time)");
     }
+    let rooms = rooms_of(plan);
     let shared = Arc::new(Shared {
         base: Instant::now(),
-        expected: plan.clients as u32,
+        expected: (0..RING).map(|_| AtomicU32::new(0)).collect(),
         counts: (0..RING).map(|_| AtomicU32::new(0)).collect(),
         origin: (0..RING).map(|_| AtomicU8::new(0)).collect(),
         issued: AtomicU64::new(0),
@@ -162,6 +189,7 @@ pub async fn run(plan: &Plan) -> Result<Outcome> {
         stalls: AtomicU64::new(0),
     });
 
+    let rss_before = crate::probe::rss_sum(plan.node_pids());
     // Connect everyone, a bounded number at a time; client i goes to node i % nodes.
     let t = Instant::now();
     let conns: Vec<(usize, Ws)> = stream::iter(0..plan.clients)
@@ -170,10 +198,16 @@ pub async fn run(plan: &Plan) -> Result<Outcome> {
                 "{}/socket.io/?EIO=4&transport=websocket",
                 plan.nodes[i % plan.nodes.len()]
             );
+            let room = plan.room_size.map(|size| i / size);
             async move {
-                let ws = tokio::time::timeout(Duration::from_secs(20), connect(&url))
+                let mut ws = tokio::time::timeout(Duration::from_secs(20), connect(&url))
                     .await
                     .map_err(|_| anyhow!("client {i}: connecting to {url} timed out"))??;
+                if let Some(r) = room {
+                    tokio::time::timeout(Duration::from_secs(20), join(&mut ws, r))
+                        .await
+                        .map_err(|_| anyhow!("client {i}: joining room {r} timed out"))??;
+                }
                 Ok::<_, anyhow::Error>((i, ws))
             }
         })
@@ -183,10 +217,16 @@ pub async fn run(plan: &Plan) -> Result<Outcome> {
         .into_iter()
         .collect::<Result<_>>()?;
     eprintln!(
-        "  {} clients connected in {:.1} s",
+        "  {} clients connected{} in {:.1} s",
         conns.len(),
+        if rooms.is_empty() {
+            ""
+        } else {
+            " and in their rooms"
+        },
         t.elapsed().as_secs_f64()
     );
+    let rss_connected = crate::probe::rss_sum(plan.node_pids());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut clients = Vec::new();
@@ -219,12 +259,17 @@ pub async fn run(plan: &Plan) -> Result<Outcome> {
     let mut ready = false;
     for attempt in 0..20 {
         let before = shared.completed.load(Relaxed);
+        let to_all = Target {
+            room: None,
+            members: plan.clients as u32,
+        };
         publish(
             &shared,
             probe_sink,
             node_of(sinks[0].0),
             attempt,
             plan.payload,
+            to_all,
         )
         .await?;
         let deadline = Instant::now() + Duration::from_millis(500);
@@ -260,8 +305,18 @@ pub async fn run(plan: &Plan) -> Result<Outcome> {
             let (shared, sink, plan) = (shared.clone(), sink.clone(), plan.clone());
             let first_ack = 1000 + *i as u64 * 1_000_000_000;
             let node = node_of(*i);
+            let rooms = rooms.clone();
+            // A fixed seed per sender: the same room sequence for every system.
+            let seed = 0x9e37_79b9_7f4a_7c15 ^ (*i as u64 + 1);
             tokio::spawn(async move {
-                send_loop(&shared, &sink, node, &plan, window_end, first_ack).await
+                let s = Sender {
+                    node,
+                    end: window_end,
+                    first_ack,
+                    rooms: &rooms,
+                    seed,
+                };
+                send_loop(&shared, &sink, &plan, s).await
             })
         })
         .collect();
@@ -271,16 +326,13 @@ pub async fn run(plan: &Plan) -> Result<Outcome> {
     .await;
     let mut watched = plan.pids.clone();
     watched.push(std::process::id());
-    let cpu_before: Vec<_> = watched.iter().map(|&p| cpu_ticks(p)).collect();
+    let window = crate::probe::Window::start(&watched, &plan.admins).await;
     tokio::time::sleep(Duration::from_nanos(
         window_end.saturating_sub(shared.now_ns()),
     ))
     .await;
-    let cpu_seconds = watched
-        .iter()
-        .zip(cpu_before)
-        .map(|(&p, before)| (cpu_ticks(p).saturating_sub(before)) as f64 / CLOCK_TICKS)
-        .collect();
+    let rss_end = crate::probe::rss_sum(plan.node_pids());
+    let (cpu_seconds, guest_seconds) = window.end().await;
     for s in senders {
         s.await??;
     }
@@ -293,10 +345,11 @@ pub async fn run(plan: &Plan) -> Result<Outcome> {
     let last_seq = shared.issued.load(Relaxed);
     let lost = (first_seq..last_seq)
         .map(|s| {
+            let i = s as usize % RING;
             u64::from(
-                shared
-                    .expected
-                    .saturating_sub(shared.counts[s as usize % RING].load(Relaxed)),
+                shared.expected[i]
+                    .load(Relaxed)
+                    .saturating_sub(shared.counts[i].load(Relaxed)),
             )
         })
         .sum();
@@ -323,32 +376,47 @@ pub async fn run(plan: &Plan) -> Result<Outcome> {
         ack_errors: shared.ack_errors.load(Relaxed),
         stalls: shared.stalls.load(Relaxed),
         cpu_seconds,
+        clients: plan.clients,
+        rss_kib: [rss_before, rss_connected, rss_end],
+        guest_seconds,
     })
 }
 
-/// `USER_HZ`, the unit of /proc/PID/stat's CPU times (100 on Linux for x86 and arm).
-const CLOCK_TICKS: f64 = 100.0;
-
-/// User + system CPU time of a process so far, in ticks (0 if it cannot be read).
-fn cpu_ticks(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
+/// The member count of each room (the last one may be short).
+fn rooms_of(plan: &Plan) -> Arc<[u32]> {
+    let Some(size) = plan.room_size else {
+        return Arc::from([]);
     };
-    // Fields after the command name (which may hold spaces, and ends with ')').
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime (fields 14 and 15 of the line) are 11 and 12 after the name.
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field(11) + field(12)
+    (0..plan.clients.div_ceil(size))
+        .map(|r| (plan.clients - r * size).min(size) as u32)
+        .collect()
 }
 
+/// Join room `r<room>` through the relay's `join` and wait for its ack.
+async fn join(ws: &mut Ws, room: usize) -> Result<()> {
+    ws.send(Message::text(format!("421[\"join\",\"r{room}\"]")))
+        .await?;
+    while let Some(msg) = ws.next().await {
+        let Message::Text(t) = msg? else { continue };
+        let t = t.as_str();
+        if t == "2" {
+            ws.send(Message::text("3")).await?;
+        } else if let Some(ack) = t.strip_prefix("431") {
+            if ack.contains("\"error\"") {
+                bail!("join refused: {ack}");
+            }
+            return Ok(());
+        }
+    }
+    bail!("closed before the join's ack")
+}
+
+/// Where a publish goes: `room` (or the namespace), with `members` clients in it.
+#[derive(Clone, Copy)]
+struct Target {
+    room: Option<usize>,
+    members: u32,
+}
 /// Open the WebSocket and connect the main namespace.
 pub(crate) async fn connect(url: &str) -> Result<Ws> {
     let (mut ws, _) = connect_async_with_config(url, None, true)
@@ -443,8 +511,9 @@ fn deliver(shared: &Shared, payload: &str, node: u8, tally: &mut Tally) {
     ) else {
         return;
     };
-    let n = shared.counts[seq as usize % RING].fetch_add(1, Relaxed) + 1;
-    if n == shared.expected {
+    let i = seq as usize % RING;
+    let n = shared.counts[i].fetch_add(1, Relaxed) + 1;
+    if n == shared.expected[i].load(Acquire) {
         shared.completed.fetch_add(1, Relaxed);
         shared.done.notify_waiters();
     }
@@ -459,13 +528,25 @@ fn deliver(shared: &Shared, payload: &str, node: u8, tally: &mut Tally) {
 }
 
 /// Publish through `sink`, a client of node `node`.
-async fn publish(shared: &Shared, sink: &Sink, node: u8, ack: u64, payload: usize) -> Result<()> {
+async fn publish(
+    shared: &Shared,
+    sink: &Sink,
+    node: u8,
+    ack: u64,
+    payload: usize,
+    to: Target,
+) -> Result<()> {
     let seq = shared.issued.fetch_add(1, Relaxed);
-    shared.counts[seq as usize % RING].store(0, Relaxed);
-    shared.origin[seq as usize % RING].store(node, Release);
+    let i = seq as usize % RING;
+    shared.counts[i].store(0, Relaxed);
+    shared.expected[i].store(to.members, Release);
+    shared.origin[i].store(node, Release);
     let sent = shared.now_ns();
     let data = format!("{seq:016x}{sent:016x}{:x<pad$}", "", pad = payload - 32);
-    let msg = format!("42{ack}[\"publish\",{{\"event\":\"{EVENT}\",\"data\":\"{data}\"}}]");
+    let room = to
+        .room
+        .map_or(String::new(), |r| format!("\"room\":\"r{r}\","));
+    let msg = format!("42{ack}[\"publish\",{{{room}\"event\":\"{EVENT}\",\"data\":\"{data}\"}}]");
     sink.lock().await.send(Message::text(msg)).await?;
     if shared.in_window(sent) {
         shared.published_in_window.fetch_add(1, Relaxed);
@@ -473,14 +554,24 @@ async fn publish(shared: &Shared, sink: &Sink, node: u8, ack: u64, payload: usiz
     Ok(())
 }
 
-async fn send_loop(
-    shared: &Shared,
-    sink: &Sink,
+/// One sender's part of the run.
+struct Sender<'a> {
     node: u8,
-    plan: &Plan,
     end: u64,
     first_ack: u64,
-) -> Result<()> {
+    /// Member counts of the rooms (empty: publish to the namespace).
+    rooms: &'a [u32],
+    seed: u64,
+}
+
+async fn send_loop(shared: &Shared, sink: &Sink, plan: &Plan, s: Sender<'_>) -> Result<()> {
+    let Sender {
+        node,
+        end,
+        first_ack,
+        rooms,
+        mut seed,
+    } = s;
     let mut ticker = (plan.rate > 0.0).then(|| {
         let mut t = tokio::time::interval(Duration::from_secs_f64(plan.senders as f64 / plan.rate));
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -504,8 +595,53 @@ async fn send_loop(
         if let Some(t) = &mut ticker {
             t.tick().await;
         }
-        publish(shared, sink, node, ack, plan.payload).await?;
+        let to = if rooms.is_empty() {
+            Target {
+                room: None,
+                members: plan.clients as u32,
+            }
+        } else {
+            // xorshift64: cheap, and no dependency for a uniform-enough room pick.
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let r = (seed % rooms.len() as u64) as usize;
+            Target {
+                room: Some(r),
+                members: rooms[r],
+            }
+        };
+        publish(shared, sink, node, ack, plan.payload, to).await?;
         ack += 1;
     }
     Ok(())
+}
+
+/// Connect `clients` clients (client `i` to node `i % nodes`), a bounded number at a
+/// time, in client order.
+pub(crate) async fn connect_many(nodes: &[String], clients: usize) -> Result<Vec<Ws>> {
+    let t = Instant::now();
+    let conns: Vec<Ws> = stream::iter(0..clients)
+        .map(|i| {
+            let url = format!(
+                "{}/socket.io/?EIO=4&transport=websocket",
+                nodes[i % nodes.len()]
+            );
+            async move {
+                tokio::time::timeout(Duration::from_secs(30), connect(&url))
+                    .await
+                    .map_err(|_| anyhow!("client {i}: connecting to {url} timed out"))?
+            }
+        })
+        .buffered(64)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_>>()?;
+    eprintln!(
+        "  {} clients connected in {:.1} s",
+        conns.len(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(conns)
 }

@@ -3,7 +3,9 @@
 //! the same load generator, and printed as one table.
 //!
 //! ```text
-//! wasio-bench fanout --clients 1000 --nodes 2 --seconds 10   # the workloads
+//! wasio-bench suite                                           # every workload x system, one table
+//! wasio-bench fanout --clients 1000 --nodes 2 --seconds 10   # one workload (also rooms,
+//!                                                             # small-rooms, acks, idle)
 //! wasio-bench fanout --systems wasio,wasio-mongo,node,node-mongo [--mongodb URL]
 //! wasio-bench swap --swaps 20 --rate 1000                     # hot swaps under a stream
 //! wasio-bench languages --calls 20000                         # the same adapter in Rust, Python, JS
@@ -17,11 +19,15 @@
 //! adding either is adding a variant and its arm. `swap` ([`swap`]) is a workload of
 //! its own, on wasio only: it swaps adapters through the admin API while it measures.
 
+mod acks;
+mod idle;
 mod languages;
 mod loadgen;
 mod mongo;
 mod native;
 mod orchestrate;
+mod probe;
+mod report;
 mod swap;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -36,9 +42,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Every workload against every system, printed as one table.
+    Suite(SuiteArgs),
     /// Every client receives every broadcast: senders `publish` a small event to the
     /// whole namespace, cluster-wide.
     Fanout(RunArgs),
+    /// Clients in rooms of `--room-size` (default 10), each room spread over the nodes;
+    /// senders `publish` to a random room.
+    Rooms(RunArgs),
+    /// The same with many rooms of 2 (`--room-size` 2, one room per pair of clients).
+    SmallRooms(RunArgs),
+    /// The round trip of an acknowledged `publish`, every client sending at a fixed total
+    /// rate, to a room nobody is in: the relay path through the adapter without fan-out.
+    Acks(RunArgs),
+    /// `--idle-clients` (default 10,000) connections that only answer pings: memory and
+    /// CPU per connection.
+    Idle(RunArgs),
     /// Hot swaps of the adapter (`POST /admin/adapter`) under a steady broadcast stream:
     /// delivery gaps against a baseline, swap times, messages lost or duplicated.
     Swap(swap::SwapArgs),
@@ -49,23 +68,69 @@ enum Cmd {
     NativeNode(native::NodeArgs),
 }
 
-/// The workloads; each is a subcommand taking [`RunArgs`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The workloads; each is a subcommand taking [`RunArgs`], and `suite` runs them all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Workload {
     Fanout,
+    Rooms,
+    SmallRooms,
+    Acks,
+    Idle,
 }
 
 impl Workload {
     pub fn name(self) -> &'static str {
         match self {
             Workload::Fanout => "fanout",
+            Workload::Rooms => "rooms",
+            Workload::SmallRooms => "small-rooms",
+            Workload::Acks => "acks",
+            Workload::Idle => "idle",
         }
     }
+
+    /// The shape of the load, from the flags given and this workload's defaults (chosen
+    /// so that each keeps both cores busy without the client side alone saturating).
+    pub fn params(self, a: &RunArgs) -> Params {
+        let (senders, window, rate, room) = match self {
+            Workload::Fanout => (2, 8, 0.0, None),
+            Workload::Rooms => (20, 64, 0.0, Some(10)),
+            Workload::SmallRooms => (50, 128, 0.0, Some(2)),
+            // Every client sends, one publish in flight each, 2,000/s in all.
+            Workload::Acks => (usize::MAX, usize::MAX, 2000.0, None),
+            Workload::Idle => (0, 0, 0.0, None),
+        };
+        let clients = match self {
+            Workload::Idle => a.idle_clients,
+            _ => a.clients,
+        };
+        Params {
+            clients,
+            senders: a.senders.unwrap_or(senders).min(clients),
+            window: a.window.unwrap_or(window),
+            rate: a.rate.unwrap_or(rate),
+            room_size: room.map(|r| a.room_size.unwrap_or(r).max(1)),
+        }
+    }
+}
+
+/// A workload's load shape, resolved from [`RunArgs`].
+#[derive(Clone, Copy, Debug)]
+pub struct Params {
+    pub clients: usize,
+    pub senders: usize,
+    pub window: usize,
+    pub rate: f64,
+    /// Members per room (room workloads), else every publish goes to the namespace.
+    pub room_size: Option<usize>,
 }
 
 /// The systems compared, in the order they run and appear in the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum System {
+    /// `wasio serve` with the builtin `local` guest: a single-node adapter, so it runs on
+    /// one node with all the clients (not a cluster: every delivery is same-node).
+    WasioLocal,
     /// `wasio serve` with the builtin Redis guest (`target/release/wasio`).
     Wasio,
     /// socketioxide 0.18.9 + socketioxide-redis (fred driver), this binary's `native-node`.
@@ -85,6 +150,7 @@ pub enum System {
 impl System {
     pub fn name(self) -> &'static str {
         match self {
+            System::WasioLocal => "wasio + local guest (1 node)",
             System::Wasio => "wasio + Redis guest",
             System::Native => "native socketioxide-redis",
             System::NativeNodelay => "native, TCP_NODELAY",
@@ -98,6 +164,32 @@ impl System {
     pub fn on_mongodb(self) -> bool {
         matches!(self, System::WasioMongo | System::NodeMongo)
     }
+
+    /// Whether it is a `wasio serve` (so has a guest, and `/metrics`).
+    pub fn is_wasio(self) -> bool {
+        matches!(
+            self,
+            System::WasioLocal | System::Wasio | System::WasioMongo
+        )
+    }
+
+    /// Its node count: the `local` guest cannot relay, so it always runs one node.
+    pub fn nodes(self, asked: usize) -> usize {
+        if self == System::WasioLocal { 1 } else { asked }
+    }
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct SuiteArgs {
+    /// Workloads to run, in order.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "fanout,rooms,small-rooms,acks,idle"
+    )]
+    pub workloads: Vec<Workload>,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -105,26 +197,35 @@ pub struct RunArgs {
     /// Socket.IO clients in all, spread evenly over the nodes (round robin).
     #[arg(long, default_value_t = 1000)]
     pub clients: usize,
+    /// Connections of the `idle` workload.
+    #[arg(long, default_value_t = 10_000)]
+    pub idle_clients: usize,
+    /// Members per room (`rooms`: default 10, `small-rooms`: 2).
+    #[arg(long)]
+    pub room_size: Option<usize>,
     /// Server processes per system, one cluster on a fresh Redis key prefix (MongoDB:
     /// collection).
     #[arg(long, default_value_t = 2)]
     pub nodes: usize,
     /// Length of the measured window, seconds.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 5)]
     pub seconds: u64,
     /// Warm-up before the measured window, seconds.
-    #[arg(long, default_value_t = 3)]
-    pub warmup: u64,
-    /// Clients that publish (the first ones, so spread over the nodes too).
     #[arg(long, default_value_t = 2)]
-    pub senders: usize,
+    pub warmup: u64,
+    /// Clients that publish (the first ones, so spread over the nodes too). Default per
+    /// workload: fanout 2, rooms 20, small-rooms 50, acks every client.
+    #[arg(long)]
+    pub senders: Option<usize>,
     /// Publishes in flight at most, all senders together: a publish is in flight until
-    /// every client has received it (or 1 s has passed).
-    #[arg(long, default_value_t = 8)]
-    pub window: usize,
+    /// every addressed client has received it (or 1 s has passed). Default: fanout 8,
+    /// rooms 64, small-rooms 128; acks: one per sender.
+    #[arg(long)]
+    pub window: Option<usize>,
     /// Publishes per second, all senders together; 0 = as fast as the window allows.
-    #[arg(long, default_value_t = 0.0)]
-    pub rate: f64,
+    /// Default 0, acks 2000.
+    #[arg(long)]
+    pub rate: Option<f64>,
     /// Bytes of the published `data` string (it embeds a sequence number and send time).
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
@@ -133,7 +234,11 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 1)]
     pub rounds: usize,
     /// Systems to run, in order.
-    #[arg(long, value_delimiter = ',', default_value = "wasio,native,node")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "wasio-local,wasio,native-nodelay,node"
+    )]
     pub systems: Vec<System>,
     /// The Redis the Redis systems use.
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
@@ -155,7 +260,12 @@ pub struct RunArgs {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Fanout(args) => orchestrate::run(Workload::Fanout, args),
+        Cmd::Suite(args) => orchestrate::run(&args.workloads, args.run),
+        Cmd::Fanout(args) => orchestrate::run(&[Workload::Fanout], args),
+        Cmd::Rooms(args) => orchestrate::run(&[Workload::Rooms], args),
+        Cmd::SmallRooms(args) => orchestrate::run(&[Workload::SmallRooms], args),
+        Cmd::Acks(args) => orchestrate::run(&[Workload::Acks], args),
+        Cmd::Idle(args) => orchestrate::run(&[Workload::Idle], args),
         Cmd::Swap(args) => swap::run(args),
         Cmd::Languages(args) => languages::run(args),
         Cmd::NativeNode(args) => native::serve(args),

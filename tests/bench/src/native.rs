@@ -1,7 +1,8 @@
 //! A native node: socketioxide 0.18.9 with socketioxide-redis (fred driver), serving the
-//! same `publish` relay event as `wasio serve` (host/src/server.rs): emit `event` with
-//! `data` to the namespace (or `room`) cluster-wide, `exceptSelf` skipping the sender,
-//! ack `{ok, count}` with the number of this node's sockets it went to.
+//! same `join` and `publish` relay events as `wasio serve` (host/src/server.rs): `join` a
+//! room or list of rooms (ack `{ok, rooms}`); `publish` emits `event` with `data` to the
+//! namespace (or `room`) cluster-wide, `exceptSelf` skipping the sender, ack `{ok, count}`
+//! with the number of this node's sockets it went to.
 
 use axum::serve::ListenerExt;
 use fred::types::RespVersion;
@@ -9,6 +10,7 @@ use serde_json::{Value, json};
 use socketioxide::SocketIo;
 use socketioxide::adapter::{Adapter, Emitter};
 use socketioxide::extract::{AckSender, Data, SocketRef};
+use socketioxide::handler::ConnectHandler;
 use socketioxide_redis::{FredAdapter, RedisAdapterConfig, RedisAdapterCtr};
 
 #[derive(clap::Args, Debug)]
@@ -45,7 +47,7 @@ pub fn serve(args: NodeArgs) -> anyhow::Result<()> {
             .max_buffer_size(args.max_buffer_size)
             .with_adapter::<Ns>(adapter)
             .build_layer();
-        io.ns("/", on_connect).await?;
+        io.ns("/", on_connect.with(register::<Ns>)).await?;
         let app = axum::Router::<()>::new().layer(layer);
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
         if args.nodelay {
@@ -60,8 +62,28 @@ pub fn serve(args: NodeArgs) -> anyhow::Result<()> {
     })
 }
 
-async fn on_connect<A: Adapter>(socket: SocketRef<A>) {
+async fn on_connect() {}
+
+/// Registers the relay's handlers in a middleware, as `wasio serve` does: socketioxide
+/// sends the CONNECT packet before it runs the connect handler, so events a client emits
+/// at once would otherwise be dropped (a `join` right after connecting never acked).
+async fn register<A: Adapter>(socket: SocketRef<A>) -> Result<(), std::convert::Infallible> {
+    socket.on("join", on_join::<A>);
     socket.on("publish", on_publish::<A>);
+    Ok(())
+}
+
+async fn on_join<A: Adapter>(socket: SocketRef<A>, Data(arg): Data<Value>, ack: AckSender<A>) {
+    let body = match rooms_of(&arg) {
+        Ok(rooms) => {
+            socket.join(rooms);
+            let mut now: Vec<String> = socket.rooms().into_iter().map(|r| r.to_string()).collect();
+            now.sort();
+            json!({ "ok": true, "rooms": now })
+        }
+        Err(e) => json!({ "error": format!("join: {e}") }),
+    };
+    let _ = ack.send(&body);
 }
 
 async fn on_publish<A: Adapter>(

@@ -5,7 +5,7 @@
 
 use crate::loadgen::{self, Outcome, Plan};
 use crate::mongo::Mongo;
-use crate::{RunArgs, System, Workload};
+use crate::{Params, RunArgs, System, Workload, acks, idle, report};
 use anyhow::{Context, Result, bail};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::process::{Child, Command};
 
-pub fn run(workload: Workload, args: RunArgs) -> Result<()> {
+pub fn run(workloads: &[Workload], args: RunArgs) -> Result<()> {
     if args.nodes == 0 {
         bail!("--nodes must be at least 1");
     }
@@ -33,52 +33,68 @@ pub fn run(workload: Workload, args: RunArgs) -> Result<()> {
     } else {
         None
     };
-    let mut runs: Vec<Vec<Result<Outcome>>> = args.systems.iter().map(|_| Vec::new()).collect();
-    for round in 0..args.rounds.max(1) {
-        for (s, &system) in args.systems.iter().enumerate() {
-            eprintln!(
-                "== {} ({} nodes), round {}/{}",
-                system.name(),
-                args.nodes,
-                round + 1,
-                args.rounds.max(1)
-            );
-            let key =
-                format!("bench-{stamp}-{}-{system:?}-{round}", std::process::id()).to_lowercase();
-            let outcome = rt.block_on(run_system(
-                workload,
-                system,
-                &args,
-                mongo.as_ref(),
-                &dir,
-                &key,
-            ));
-            match &outcome {
-                Ok(o) => eprintln!(
-                    "  {:.0} deliveries/s, {} publishes in window, p50 {}, p99 {} (cross-node {} / {}), lost {}, ack errors {}, stalls {}, CPU s {:.1?}",
-                    o.per_second(),
-                    o.publishes,
-                    ms(o.quantile_us(0.5)),
-                    ms(o.quantile_us(0.99)),
-                    ms(o.cross_quantile_us(0.5)),
-                    ms(o.cross_quantile_us(0.99)),
-                    o.lost,
-                    o.ack_errors,
-                    o.stalls,
-                    o.cpu_seconds
-                ),
-                Err(e) => eprintln!("  failed: {e:#}"),
+    let mut tables = Vec::new();
+    for &workload in workloads {
+        let params = workload.params(&args);
+        let mut runs: Vec<Vec<Result<Outcome>>> = args.systems.iter().map(|_| Vec::new()).collect();
+        for round in 0..args.rounds.max(1) {
+            for (s, &system) in args.systems.iter().enumerate() {
+                eprintln!(
+                    "== {}: {} ({} nodes), round {}/{}",
+                    workload.name(),
+                    system.name(),
+                    system.nodes(args.nodes),
+                    round + 1,
+                    args.rounds.max(1)
+                );
+                let key = format!(
+                    "bench-{stamp}-{}-{}-{system:?}-{round}",
+                    std::process::id(),
+                    workload.name()
+                )
+                .to_lowercase();
+                let outcome = rt.block_on(run_system(
+                    workload,
+                    &params,
+                    system,
+                    &args,
+                    mongo.as_ref(),
+                    &dir,
+                    &key,
+                ));
+                match &outcome {
+                    Ok(o) => eprintln!(
+                        "  {:.0} deliveries/s, {} publishes in window, p50 {}, p99 {} (cross-node {} / {}), lost {}, ack errors {}, stalls {}, CPU s {:.1?}, RSS KiB {:?}, guest s {:?}",
+                        o.per_second(),
+                        o.publishes,
+                        ms(o.quantile_us(0.5)),
+                        ms(o.quantile_us(0.99)),
+                        ms(o.cross_quantile_us(0.5)),
+                        ms(o.cross_quantile_us(0.99)),
+                        o.lost,
+                        o.ack_errors,
+                        o.stalls,
+                        o.cpu_seconds,
+                        o.rss_kib,
+                        o.guest_seconds,
+                    ),
+                    Err(e) => eprintln!("  failed: {e:#}"),
+                }
+                runs[s].push(outcome);
             }
-            runs[s].push(outcome);
         }
+        let rows: Vec<Row> = args
+            .systems
+            .iter()
+            .zip(runs)
+            .map(|(&system, outcomes)| Row::of(system, outcomes))
+            .collect();
+        tables.push((workload, params, rows));
     }
-    let failed = runs.iter().flatten().any(|o| o.is_err());
-    let rows: Vec<Row> = args
-        .systems
+    let failed = tables
         .iter()
-        .zip(runs)
-        .map(|(&system, outcomes)| Row::of(system, outcomes))
-        .collect();
+        .flat_map(|(_, _, rows)| rows)
+        .any(|r| r.median.is_err());
     let load = format!("{load_before} at the start, {} at the end", load_average());
     let backends = Backends {
         redis: args
@@ -91,7 +107,7 @@ pub fn run(workload: Workload, args: RunArgs) -> Result<()> {
     if let Some(m) = mongo {
         rt.block_on(m.stop());
     }
-    println!("{}", report(workload, &args, &load, &backends, &rows));
+    println!("{}", report::report(&tables, &args, &load, &backends));
     let _ = std::fs::remove_dir_all(&dir);
     if failed {
         bail!("some runs failed (see above)");
@@ -100,10 +116,10 @@ pub fn run(workload: Workload, args: RunArgs) -> Result<()> {
 }
 
 /// A system's line in the table: its median run, and the range over the rounds.
-struct Row {
-    system: System,
-    median: Result<Outcome>,
-    range: Option<(f64, f64)>,
+pub(crate) struct Row {
+    pub(crate) system: System,
+    pub(crate) median: Result<Outcome>,
+    pub(crate) range: Option<(f64, f64)>,
 }
 
 impl Row {
@@ -136,9 +152,9 @@ impl Row {
 }
 
 /// What the systems ran on, for the table's header.
-struct Backends {
-    redis: Option<String>,
-    mongodb: Option<String>,
+pub(crate) struct Backends {
+    pub(crate) redis: Option<String>,
+    pub(crate) mongodb: Option<String>,
 }
 
 /// The pid of a local process named `comm` (e.g. `redis-server`), for its CPU time.
@@ -152,6 +168,7 @@ pub(crate) fn pid_named(comm: &str) -> Option<u32> {
 
 async fn run_system(
     workload: Workload,
+    params: &Params,
     system: System,
     args: &RunArgs,
     mongo: Option<&Mongo>,
@@ -166,13 +183,21 @@ async fn run_system(
     };
     let mut nodes = Vec::new();
     let mut urls = Vec::new();
-    for i in 0..args.nodes {
+    let mut admins = Vec::new();
+    for i in 0..system.nodes(args.nodes) {
         let port = free_port()?;
+        // wasio nodes get an admin listener, for `/metrics` (guest time).
+        let admin = if system.is_wasio() {
+            Some(free_port()?)
+        } else {
+            None
+        };
         let log = dir.join(format!("{system:?}-{i}.log").to_lowercase());
-        let child = spawn(system, args, backend_url, dir, key, port, i, &log)
+        let child = spawn(system, args, backend_url, dir, key, port, admin, i, &log)
             .with_context(|| format!("starting {} node {i}", system.name()))?;
         nodes.push(Node { child, port, log });
         urls.push(format!("ws://127.0.0.1:{port}"));
+        admins.extend(admin.map(|a| format!("127.0.0.1:{a}")));
     }
     let result = async {
         for node in &mut nodes {
@@ -180,21 +205,26 @@ async fn run_system(
         }
         let plan = Plan {
             nodes: urls,
-            clients: args.clients,
-            senders: args.senders,
-            window: args.window,
-            rate: args.rate,
+            clients: params.clients,
+            senders: params.senders,
+            window: params.window,
+            rate: params.rate,
             payload: args.payload,
             warmup: Duration::from_secs(args.warmup),
             measure: Duration::from_secs(args.seconds),
+            room_size: params.room_size,
+            node_pids: nodes.len(),
             pids: nodes
                 .iter()
                 .filter_map(|n| n.child.id())
                 .chain(backend_pid)
                 .collect(),
+            admins,
         };
         match workload {
-            Workload::Fanout => loadgen::run(&plan).await,
+            Workload::Fanout | Workload::Rooms | Workload::SmallRooms => loadgen::run(&plan).await,
+            Workload::Acks => acks::run(&plan).await,
+            Workload::Idle => idle::run(&plan).await,
         }
     }
     .await;
@@ -258,11 +288,12 @@ fn spawn(
     dir: &Path,
     key: &str,
     port: u16,
+    admin: Option<u16>,
     index: usize,
     log: &Path,
 ) -> Result<Child> {
     let mut cmd = match system {
-        System::Wasio | System::WasioMongo => {
+        System::Wasio | System::WasioMongo | System::WasioLocal => {
             if !args.wasio_bin.exists() {
                 bail!(
                     "{} not found: `cargo build --release -p wasio` first, or --wasio-bin",
@@ -270,11 +301,18 @@ fn spawn(
                 );
             }
             let config = dir.join(format!("wasio-{index}.toml"));
-            let config_text = if system == System::WasioMongo {
-                wasio_mongo_config(port, backend_url, key)
-            } else {
-                wasio_config(port, "builtin:redis", backend_url, key)
+            let mut config_text = match system {
+                System::WasioMongo => wasio_mongo_config(port, backend_url, key),
+                System::WasioLocal => wasio_local_config(port),
+                _ => wasio_config(port, "builtin:redis", backend_url, key),
             };
+            if let Some(admin) = admin {
+                // `/metrics` needs no token, but the admin API is off without one.
+                let _ = write!(
+                    config_text,
+                    "\n[admin]\nlisten = \"127.0.0.1:{admin}\"\ntoken = \"bench-{key}\"\n"
+                );
+            }
             std::fs::write(&config, config_text)?;
             let mut c = Command::new(&args.wasio_bin);
             c.arg("serve").arg("--config").arg(&config);
@@ -336,6 +374,20 @@ url = "{redis}"
     )
 }
 
+/// The config of a single wasio node on the built-in `local` guest (no datasource).
+fn wasio_local_config(port: u16) -> String {
+    format!(
+        r#"[server]
+host = "127.0.0.1"
+port = {port}
+namespaces = ["/"]
+
+[adapter]
+wasm = "builtin:local"
+"#
+    )
+}
+
 /// The config of a wasio node on MongoDB: `key` is the collection (capped, 1e6 bytes, made
 /// by the first node), read through a change stream (the guest's default mode).
 fn wasio_mongo_config(port: u16, mongodb: &str, key: &str) -> String {
@@ -369,186 +421,6 @@ pub(crate) fn ratio(a: f64, b: f64) -> String {
     } else {
         "-".into()
     }
-}
-
-/// CPU over a run's measured window, seconds: the nodes, the backend (Redis or MongoDB,
-/// when found), the load generator.
-struct Cpu {
-    nodes: f64,
-    backend: f64,
-    loadgen: f64,
-}
-
-impl Cpu {
-    fn of(o: &Outcome, nodes: usize) -> Cpu {
-        let cpu = &o.cpu_seconds;
-        Cpu {
-            nodes: cpu.iter().take(nodes).sum(),
-            backend: cpu[nodes.min(cpu.len())..cpu.len().saturating_sub(1)]
-                .iter()
-                .sum(),
-            loadgen: cpu.last().copied().unwrap_or(0.0),
-        }
-    }
-    /// µs of nodes + backend CPU per delivery, and of the nodes alone.
-    fn per_delivery(&self, o: &Outcome) -> Option<(f64, f64)> {
-        (o.deliveries > 0).then(|| {
-            let d = o.deliveries as f64;
-            ((self.nodes + self.backend) * 1e6 / d, self.nodes * 1e6 / d)
-        })
-    }
-}
-
-/// Pairs of systems compared in the ratio table, when both ran: (system, against).
-const PAIRS: &[(System, System)] = &[
-    (System::WasioMongo, System::NodeMongo),
-    (System::WasioMongo, System::Wasio),
-    (System::NodeMongo, System::Node),
-    (System::Wasio, System::Node),
-];
-
-fn report(
-    workload: Workload,
-    args: &RunArgs,
-    load: &str,
-    backends: &Backends,
-    rows: &[Row],
-) -> String {
-    let median = |system: System| {
-        rows.iter().find_map(|r| match &r.median {
-            Ok(o) if r.system == system => Some(o),
-            _ => None,
-        })
-    };
-    let native = median(System::Native);
-    let mut out = String::new();
-    let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "workload: {} | {} clients over {} nodes, {} sender(s), window {}, rate {}, {}-byte payload, warm-up {} s, measured {} s, {} round(s)",
-        workload.name(),
-        args.clients,
-        args.nodes,
-        args.senders,
-        args.window,
-        if args.rate > 0.0 {
-            format!("{}/s", args.rate)
-        } else {
-            "max".into()
-        },
-        args.payload,
-        args.warmup,
-        args.seconds,
-        args.rounds.max(1)
-    );
-    let _ = writeln!(out, "command: {}", command_line());
-    let _ = writeln!(out, "machine: {}", machine());
-    let _ = writeln!(out, "load average (1, 5, 15 min): {load}");
-    if let Some(redis) = &backends.redis {
-        let _ = writeln!(out, "redis: {redis}");
-    }
-    if let Some(mongodb) = &backends.mongodb {
-        let _ = writeln!(out, "mongodb: {mongodb}");
-    }
-    let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "| system | deliveries/s | range | p50 | p99 | max | cross-node p50 / p99 | deliveries vs native | p99 vs native | CPU µs/delivery: nodes + backend (nodes) | CPU cores: nodes / backend / load gen | lost |"
-    );
-    let _ = writeln!(
-        out,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    );
-    for row in rows {
-        let o = match &row.median {
-            Ok(o) => o,
-            Err(e) => {
-                let _ = writeln!(
-                    out,
-                    "| {} | failed: {e} | | | | | | | | | | |",
-                    row.system.name()
-                );
-                continue;
-            }
-        };
-        let p99 = o.quantile_us(0.99);
-        let (vs, p99_vs) = match native {
-            Some(n) => (
-                ratio(o.per_second(), n.per_second()),
-                match (p99, n.quantile_us(0.99)) {
-                    (Some(a), Some(b)) => ratio(f64::from(a), f64::from(b)),
-                    _ => "-".into(),
-                },
-            ),
-            None => ("-".into(), "-".into()),
-        };
-        let range = row
-            .range
-            .map_or("-".into(), |(lo, hi)| format!("{lo:.0}–{hi:.0}"));
-        let secs = o.measure.as_secs_f64();
-        let cpu = Cpu::of(o, args.nodes);
-        let per_delivery = cpu
-            .per_delivery(o)
-            .map_or("-".into(), |(all, nodes)| format!("{all:.2} ({nodes:.2})"));
-        let _ = writeln!(
-            out,
-            "| {} | {:.0} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {:.2} / {:.2} / {:.2} | {} |",
-            row.system.name(),
-            o.per_second(),
-            range,
-            ms(o.quantile_us(0.5)),
-            ms(p99),
-            ms(o.latencies_us.last().copied()),
-            ms(o.cross_quantile_us(0.5)),
-            ms(o.cross_quantile_us(0.99)),
-            vs,
-            p99_vs,
-            per_delivery,
-            cpu.nodes / secs,
-            cpu.backend / secs,
-            cpu.loadgen / secs,
-            o.lost
-        );
-    }
-    let pairs: Vec<_> = PAIRS
-        .iter()
-        .filter_map(|&(a, b)| Some((a, b, median(a)?, median(b)?)))
-        .collect();
-    if !pairs.is_empty() {
-        let _ = writeln!(out);
-        let _ = writeln!(
-            out,
-            "| ratio (median runs) | deliveries/s | p50 | p99 | cross-node p99 | CPU/delivery: nodes + backend | CPU/delivery: nodes |"
-        );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
-        for (a, b, oa, ob) in pairs {
-            let lat = |q: fn(&Outcome, f64) -> Option<u32>, at| match (q(oa, at), q(ob, at)) {
-                (Some(x), Some(y)) => ratio(f64::from(x), f64::from(y)),
-                _ => "-".into(),
-            };
-            let (ca, cb) = (
-                Cpu::of(oa, args.nodes).per_delivery(oa),
-                Cpu::of(ob, args.nodes).per_delivery(ob),
-            );
-            let (all, nodes) = match (ca, cb) {
-                (Some(x), Some(y)) => (ratio(x.0, y.0), ratio(x.1, y.1)),
-                _ => ("-".into(), "-".into()),
-            };
-            let _ = writeln!(
-                out,
-                "| {} / {} | {} | {} | {} | {} | {} | {} |",
-                a.name(),
-                b.name(),
-                ratio(oa.per_second(), ob.per_second()),
-                lat(Outcome::quantile_us, 0.5),
-                lat(Outcome::quantile_us, 0.99),
-                lat(Outcome::cross_quantile_us, 0.99),
-                all,
-                nodes
-            );
-        }
-    }
-    out
 }
 
 /// The machine's load averages, from /proc/loadavg (other work on a shared machine).
