@@ -13,6 +13,7 @@
 //!   node's event queue in collection order.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -75,6 +76,9 @@ pub struct MongoDocStore {
     id: u64,
     db: Database,
     inserts: mpsc::Sender<Insert>,
+    /// Documents accepted and not yet inserted (queued, or in the writer's batch): the
+    /// bound is checked on it, so it is exact whatever the writer has taken.
+    waiting: Arc<AtomicUsize>,
     metrics: Arc<LinkMetrics>,
     writer: tokio::task::JoinHandle<()>,
     feeds: Mutex<JoinSet<()>>,
@@ -111,12 +115,23 @@ impl MongoDocStore {
         metrics.connected.store(true, Relaxed);
         let (inserts, rx) = mpsc::channel(spec.publish_buffer.max(1));
         let (open, open_rx) = watch::channel(HashMap::new());
-        let writer = tokio::spawn(write(db.clone(), rx, open_rx, metrics.clone(), label));
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let writer = tokio::spawn(write(
+            db.clone(),
+            rx,
+            open_rx,
+            Counters {
+                link: metrics.clone(),
+                waiting: waiting.clone(),
+            },
+            label,
+        ));
         Ok(MongoDocStore {
             spec: spec.clone(),
             id,
             db,
             inserts,
+            waiting,
             metrics,
             writer,
             feeds: Mutex::new(JoinSet::new()),
@@ -179,24 +194,25 @@ impl MongoDocStore {
     /// Queues `document` for `collection`; fails when it is not BSON or the buffer is full.
     pub fn insert(&self, collection: String, document: &[u8]) -> Result<(), InsertError> {
         let document = with_id(document).map_err(InsertError::Invalid)?;
+        let refuse = |cause: String| {
+            self.waiting.fetch_sub(1, Relaxed);
+            LinkMetrics::bump(&self.metrics.publish_errors);
+            InsertError::Unavailable(cause)
+        };
+        if self.waiting.fetch_add(1, Relaxed) >= self.spec.publish_buffer.max(1) {
+            return Err(refuse(format!(
+                "MongoDB at {} is not keeping up or unreachable: {} documents already wait to be inserted",
+                self.spec.redacted_url(),
+                self.spec.publish_buffer
+            )));
+        }
+        // The queue holds as many as the bound: only a closed link refuses here.
         self.inserts
             .try_send(Insert {
                 collection,
                 document,
             })
-            .map_err(|e| {
-                LinkMetrics::bump(&self.metrics.publish_errors);
-                InsertError::Unavailable(match e {
-                    mpsc::error::TrySendError::Full(_) => format!(
-                        "MongoDB at {} is not keeping up or unreachable: {} documents already wait to be inserted",
-                        self.spec.redacted_url(),
-                        self.spec.publish_buffer
-                    ),
-                    mpsc::error::TrySendError::Closed(_) => {
-                        "the MongoDB link is closed".to_string()
-                    }
-                })
-            })
+            .map_err(|_| refuse("the MongoDB link is closed".to_string()))
     }
 
     /// The collections watched now.
@@ -213,7 +229,7 @@ impl MongoDocStore {
 
     /// Inserts queued or being sent.
     fn buffered(&self) -> usize {
-        self.inserts.max_capacity() - self.inserts.capacity() + self.metrics.held.load(Relaxed)
+        self.waiting.load(Relaxed)
     }
 
     /// Whether what was queued before the call got inserted within `wait`.
@@ -284,14 +300,25 @@ fn with_id(bytes: &[u8]) -> Result<RawDocumentBuf, String> {
     Ok(out)
 }
 
+/// What the writer counts.
+struct Counters {
+    link: Arc<LinkMetrics>,
+    /// See [`MongoDocStore::waiting`]; lowered as documents land or are dropped.
+    waiting: Arc<AtomicUsize>,
+}
+
 /// The writer: inserts queued documents in order, in batches, until they landed.
 async fn write(
     db: Database,
     mut rx: mpsc::Receiver<Insert>,
     mut open: watch::Receiver<HashMap<String, bool>>,
-    metrics: Arc<LinkMetrics>,
+    counters: Counters,
     label: String,
 ) {
+    let Counters {
+        link: metrics,
+        waiting,
+    } = counters;
     let mut batch: VecDeque<RawDocumentBuf> = VecDeque::new();
     let mut next: Option<Insert> = None;
     loop {
@@ -314,7 +341,6 @@ async fn write(
                 Err(_) => break,
             }
         }
-        metrics.held.store(batch.len(), Relaxed);
         let coll = db.collection::<RawDocumentBuf>(&collection);
         let mut delay = Duration::from_millis(50);
         while !batch.is_empty() {
@@ -326,10 +352,15 @@ async fn write(
             let _ = open
                 .wait_for(|m| m.get(&collection).copied().unwrap_or(true))
                 .await;
+            let before = batch.len();
             match coll.insert_many(batch.iter()).ordered(true).await {
-                Ok(_) => batch.clear(),
+                Ok(_) => {
+                    waiting.fetch_sub(before, Relaxed);
+                    batch.clear();
+                }
                 Err(e) => {
                     let landed = settle(&e, &mut batch, &metrics, &label);
+                    waiting.fetch_sub(before - batch.len(), Relaxed);
                     if !landed {
                         LinkMetrics::bump(&metrics.publish_retries);
                         tracing::debug!("{label}: insert failed, retrying: {e}");
@@ -338,7 +369,6 @@ async fn write(
                     }
                 }
             }
-            metrics.held.store(batch.len(), Relaxed);
         }
     }
 }
