@@ -279,7 +279,10 @@ async fn inserts_wait_while_the_server_is_away_and_the_stream_resumes() {
         assert!(accepted <= 20, "the bound of 20 holds");
     };
     assert!(refusal.contains("20 documents already wait"), "{refusal}");
-    assert_eq!(accepted, 20, "exactly the bound, whatever the writer has taken");
+    assert_eq!(
+        accepted, 20,
+        "exactly the bound, whatever the writer has taken"
+    );
     assert_eq!(
         buffered(&link),
         accepted as u64,
