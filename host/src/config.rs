@@ -251,28 +251,19 @@ impl Config {
         if self.admin.history_interval_ms < 100 {
             return err("admin.history_interval_ms", "must be at least 100".into());
         }
-        if self
-            .server
-            .api_key
-            .as_deref()
-            .is_some_and(|k| k.trim().is_empty())
-        {
-            return err(
-                "server.api_key",
-                "must not be empty (leave it out to turn the publish API off)".into(),
-            );
-        }
-        // An empty token would let anyone who can reach the port swap the adapter.
-        if self
-            .admin
-            .token
-            .as_deref()
-            .is_some_and(|t| t.trim().is_empty())
-        {
-            return err(
-                "admin.token",
-                "must not be empty (leave it out to turn the admin API off)".into(),
-            );
+        // An empty secret would let anyone who can reach the port in: publish to every
+        // client (`server.api_key`), swap the adapter (`admin.token`).
+        let secrets = [
+            ("server.api_key", &self.server.api_key, "publish API"),
+            ("admin.token", &self.admin.token, "admin API"),
+        ];
+        for (key, secret, api) in secrets {
+            if secret.as_deref().is_some_and(|s| s.trim().is_empty()) {
+                return err(
+                    key,
+                    format!("must not be empty (leave it out to turn the {api} off)"),
+                );
+            }
         }
         Ok(())
     }
