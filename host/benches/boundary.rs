@@ -157,7 +157,7 @@ fn boundary(c: &mut Criterion) {
             .iter(|| async { adapter.server_side_emit("/", Vec::new()).await.unwrap() })
     });
     group.bench_function("encode-packet-only", |b| {
-        b.iter(|| wasio::codec::encode_packet(black_box(&packet())).unwrap())
+        b.iter(|| wasio::testing::encode_packet(black_box(&packet())).unwrap())
     });
     group.bench_function("build-packet-only", |b| b.iter(|| black_box(packet())));
     group.finish();

@@ -35,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "chat on http://{} (adapter {})",
         listener.local_addr()?,
-        adapter.info().name
+        adapter.status().current.name
     );
     axum::serve(listener, app).await?;
     Ok(())

@@ -16,32 +16,51 @@
 //! let app = axum::Router::<()>::new().layer(layer);
 //! # Ok(()) }
 //! ```
+//!
+//! The layers, each a folder whose files only import from the layers below it:
+//! `config` (plain data) → `runtime` (wasmtime) and `datasource` (backend links) →
+//! `capabilities` (what a guest may do) → `cluster` (the adapter) → `serve` (the
+//! standalone server) → `cli` (the command line).
 
-pub mod adapter;
-pub mod admin;
-pub mod bridge;
-pub mod capabilities;
-pub mod check;
-pub mod cli;
-pub mod codec;
-pub mod config;
-pub mod datasource;
-pub mod dispatch;
-pub mod handshake;
-pub mod metrics;
-pub mod overview;
-pub mod prometheus;
-pub mod publish;
-pub mod reload;
-pub mod runtime;
-pub mod server;
-pub mod shutdown;
-pub mod swap;
-pub mod template;
+#![warn(missing_docs)]
 
-pub use adapter::{Adapter, AdapterOptions, PartialAcks, WasmSource};
-pub use bridge::WasmAdapter;
-pub use config::Config;
-pub use runtime::Limits;
+mod capabilities;
+mod cli;
+mod cluster;
+mod config;
+mod datasource;
+mod runtime;
+mod serve;
+
+pub use capabilities::{
+    Histogram, Metrics, ServerSideEvent, ServerSideHandler, SocketInspector, Traffic,
+};
+pub use cluster::{
+    Adapter, AdapterStatus, ComponentSummary, Error, GuestError, PartialAcks, RequestError,
+    SwapError, SwapReport, WasmAdapter,
+};
+pub use config::{
+    AdapterOptions, Capability, Config, Connector, DatasourceSpec, Limits, WasmSource,
+};
 pub use runtime::SocketInfo;
-pub use swap::{AdapterStatus, ComponentSummary, SwapError, SwapReport};
+
+/// Runs the `wasio` command line (the binary's `main`).
+pub fn run_cli() -> std::process::ExitCode {
+    cli::main()
+}
+
+/// What the project's own tests and benchmarks reach beyond the library API: the
+/// standalone server's parts, the datasource links, the conformance kit. Not a stable
+/// API; on only with the `testing` feature.
+#[cfg(feature = "testing")]
+#[allow(missing_docs)]
+pub mod testing {
+    pub use crate::cli::kit::{CheckOptions, Outcome, Report, run as check};
+    pub use crate::cluster::codec::encode_packet;
+    pub use crate::datasource::mongo::{Feed, MongoDocStore, Setup};
+    pub use crate::datasource::redis::RedisPubSub;
+    pub use crate::datasource::{LinkError, LinkEvent, Sink, Topic};
+    pub use crate::serve::admin::call as http_call;
+    pub use crate::serve::handshake::inspector;
+    pub use crate::serve::server::{Ns, app, serve};
+}

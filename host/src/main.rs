@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    wasio::cli::main()
+    wasio::run_cli()
 }

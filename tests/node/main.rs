@@ -22,9 +22,8 @@ use rmpv::Value as Mp;
 use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, SocketRef, TryData};
 use socketioxide_core::Sid;
-use wasio::Config;
-use wasio::capabilities::ServerSideEvent;
-use wasio::server::Ns;
+use wasio::testing::Ns;
+use wasio::{Config, ServerSideEvent};
 
 /// The node's state, shared by the `/ops` handlers.
 struct Node {
@@ -92,11 +91,11 @@ async fn run() -> anyhow::Result<()> {
     let mut config = Config::load(Some(&args.config), std::env::vars())?;
     config.server.port = args.port;
     let adapter = wasio::Adapter::load(config.adapter_options()).await?;
-    let (router, io) = wasio::server::app(adapter.clone(), &config.server).await?;
+    let (router, io) = wasio::testing::app(adapter.clone(), &config.server).await?;
 
     // fetch-sockets answers carry the handshake the host records, and a `data` of ours:
     // `{node}`, as the Node.js test node sets `socket.data`.
-    let base = wasio::handshake::inspector(io.clone());
+    let base = wasio::testing::inspector(io.clone());
     let mut data = Vec::new();
     rmpv::encode::write_value(
         &mut data,
@@ -121,7 +120,7 @@ async fn run() -> anyhow::Result<()> {
     let addr = SocketAddr::new(config.server.host, config.server.port);
     let name = args.name.clone();
     let bound = move |a: SocketAddr| eprintln!("wasio-test-node {name} listening on http://{a}");
-    let res = wasio::server::serve(router, addr, bound, shutdown_signal()).await;
+    let res = wasio::testing::serve(router, addr, bound, shutdown_signal()).await;
     adapter.close().await;
     res
 }

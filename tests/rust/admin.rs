@@ -124,7 +124,7 @@ impl Node {
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<(&str, Vec<u8>)>) -> (u16, Value) {
-        wasio::admin::call(&self.admin, TOKEN, method, path, body)
+        wasio::testing::http_call(&self.admin, TOKEN, method, path, body)
             .await
             .unwrap()
     }
@@ -224,13 +224,14 @@ fn replace_file(path: &Path, bytes: &[u8]) {
 async fn every_request_needs_the_token() {
     let node = Node::start("", &[]);
     for token in ["", "wrong", "test-token-Zq"] {
-        let (code, body) = wasio::admin::call(&node.admin, token, "GET", "/admin/adapter", None)
-            .await
-            .unwrap();
+        let (code, body) =
+            wasio::testing::http_call(&node.admin, token, "GET", "/admin/adapter", None)
+                .await
+                .unwrap();
         assert_eq!(code, 401, "token `{token}`: {body}");
         assert!(body["error"].as_str().unwrap().contains("token"), "{body}");
     }
-    let (code, _) = wasio::admin::call(
+    let (code, _) = wasio::testing::http_call(
         &node.admin,
         "wrong",
         "POST",
@@ -285,7 +286,7 @@ async fn swap_to_redis_and_roll_back() {
     assert_eq!(s["swaps"], 1, "{s:#}");
     assert_eq!(s["previous"]["name"], "local", "{s:#}");
     // The node still serves clients.
-    let (code, _) = wasio::admin::call(&node.http, "", "GET", "/healthz", None)
+    let (code, _) = wasio::testing::http_call(&node.http, "", "GET", "/healthz", None)
         .await
         .unwrap();
     assert_eq!(code, 200);
@@ -510,7 +511,7 @@ async fn sighup_reloads_the_config() {
     );
     let s = node.get().await;
     assert_eq!(s["sha256"], before["sha256"], "{s:#}");
-    let (code, _) = wasio::admin::call(&node.http, "", "GET", "/healthz", None)
+    let (code, _) = wasio::testing::http_call(&node.http, "", "GET", "/healthz", None)
         .await
         .unwrap();
     assert_eq!(code, 200);

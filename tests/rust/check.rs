@@ -10,7 +10,7 @@ use std::process::Command;
 
 use common::guest;
 use wasio::WasmSource;
-use wasio::check::{CheckOptions, Outcome, Report, run};
+use wasio::testing::{CheckOptions, Outcome, Report, check as run};
 
 /// One test at a time: the kit runs guests under the default 100 ms call deadline, and
 /// a project build beside it would eat the 2 cores those calls need.
@@ -154,7 +154,7 @@ async fn contract_problems_are_explained() {
     assert!(
         garbage
             .table()
-            .contains("garbage.wasm is not a WebAssembly component"),
+            .contains("garbage.wasm: not a valid WebAssembly component"),
         "{}",
         garbage.table()
     );

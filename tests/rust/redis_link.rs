@@ -7,10 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedReceiver;
-use wasio::capabilities::{Event, Shared};
-use wasio::config::Connector;
-use wasio::datasource::redis::Topic;
-use wasio::datasource::{DatasourceSpec, RedisPubSub};
+use wasio::testing::{LinkEvent, RedisPubSub, Sink, Topic};
+use wasio::{Connector, DatasourceSpec};
 
 struct RedisServer {
     port: u16,
@@ -86,23 +84,29 @@ fn spec(url: String, publish_buffer: usize) -> DatasourceSpec {
     }
 }
 
-async fn link(port: u16, buffer: usize) -> (Arc<Shared>, UnboundedReceiver<Event>, RedisPubSub) {
-    let (shared, events) = Shared::new("test-node".into());
+/// Where the link's events go, and where the test reads them.
+fn sink() -> (Sink, UnboundedReceiver<LinkEvent>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    (Arc::new(move |e| tx.send(e).is_ok()), rx)
+}
+
+async fn link(port: u16, buffer: usize) -> (UnboundedReceiver<LinkEvent>, RedisPubSub) {
+    let (sink, events) = sink();
     let spec = spec(format!("redis://127.0.0.1:{port}"), buffer);
-    let link = RedisPubSub::connect(&spec, Arc::downgrade(&shared))
-        .await
-        .expect("connects");
-    (shared, events, link)
+    let link = RedisPubSub::connect(&spec, sink).await.expect("connects");
+    (events, link)
 }
 
 /// The next event that is not a `Connection` change, bounded.
-async fn next_message(events: &mut UnboundedReceiver<Event>) -> (String, Option<String>, Vec<u8>) {
+async fn next_message(
+    events: &mut UnboundedReceiver<LinkEvent>,
+) -> (String, Option<String>, Vec<u8>) {
     loop {
         let e = tokio::time::timeout(Duration::from_secs(10), events.recv())
             .await
             .expect("an event within 10 s")
             .expect("queue open");
-        if let Event::Message {
+        if let LinkEvent::Message {
             channel,
             pattern,
             payload,
@@ -114,13 +118,13 @@ async fn next_message(events: &mut UnboundedReceiver<Event>) -> (String, Option<
     }
 }
 
-async fn next_connection(events: &mut UnboundedReceiver<Event>) -> bool {
+async fn next_connection(events: &mut UnboundedReceiver<LinkEvent>) -> bool {
     loop {
         let e = tokio::time::timeout(Duration::from_secs(15), events.recv())
             .await
             .expect("a connection event within 15 s")
             .expect("queue open");
-        if let Event::Connection { up, .. } = e {
+        if let LinkEvent::Connection { up, .. } = e {
             return up;
         }
     }
@@ -128,36 +132,23 @@ async fn next_connection(events: &mut UnboundedReceiver<Event>) -> bool {
 
 /// Waits until Redis counts `n` subscribers on `channel` (subscriptions are applied
 /// by the link's writer, after the call returns).
-async fn subscribed(
-    link: &RedisPubSub,
-    shared: &Arc<Shared>,
-    events: &mut UnboundedReceiver<Event>,
-    channel: &str,
-    n: u64,
-) {
-    for ticket in 0..200u64 {
-        link.count(vec![channel.into()], false, {
-            let tx = shared.clone();
+async fn subscribed(link: &RedisPubSub, channel: &str, n: u64) {
+    for _ in 0..200u64 {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        link.count(
+            vec![channel.into()],
+            false,
             Box::new(move |c| {
-                tx.push(Event::Counts {
-                    generation: 0,
-                    ticket,
-                    counts: c,
-                })
-            })
-        })
+                let _ = tx.send(c);
+            }),
+        )
         .unwrap();
-        loop {
-            let e = tokio::time::timeout(Duration::from_secs(5), events.recv())
-                .await
-                .unwrap()
-                .unwrap();
-            if let Event::Counts { counts, .. } = e {
-                if counts.unwrap()[0] >= n {
-                    return;
-                }
-                break;
-            }
+        let counts = tokio::time::timeout(Duration::from_secs(5), rx)
+            .await
+            .unwrap()
+            .unwrap();
+        if counts.unwrap()[0] >= n {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -167,10 +158,10 @@ async fn subscribed(
 #[tokio::test]
 async fn order_patterns_and_counts() {
     let redis = RedisServer::start(free_port());
-    let (shared, mut events, link) = link(redis.port, 10_000).await;
+    let (mut events, link) = link(redis.port, 10_000).await;
     link.subscribe(Topic::Channel("c1".into())).unwrap();
     link.subscribe(Topic::Pattern("p#*".into())).unwrap();
-    subscribed(&link, &shared, &mut events, "c1", 1).await;
+    subscribed(&link, "c1", 1).await;
     for i in 0..2000u32 {
         link.publish("c1".into(), i.to_be_bytes().to_vec(), false)
             .unwrap();
@@ -204,9 +195,9 @@ async fn order_patterns_and_counts() {
 #[tokio::test]
 async fn publishes_wait_for_redis_up_to_the_bound_and_subscriptions_come_back() {
     let mut redis = RedisServer::start(free_port());
-    let (shared, mut events, link) = link(redis.port, 50).await;
+    let (mut events, link) = link(redis.port, 50).await;
     link.subscribe(Topic::Channel("c".into())).unwrap();
-    subscribed(&link, &shared, &mut events, "c", 1).await;
+    subscribed(&link, "c", 1).await;
 
     redis.stop();
     assert!(
@@ -221,7 +212,8 @@ async fn publishes_wait_for_redis_up_to_the_bound_and_subscriptions_come_back() 
             break;
         }
     }
-    let (first_refused, msg) = refused.expect("publishes are refused once the buffer is full");
+    let (first_refused, e) = refused.expect("publishes are refused once the buffer is full");
+    let msg = e.to_string();
     assert_eq!(
         link.to_json()["buffered"].as_u64(),
         Some(first_refused as u64),
@@ -248,9 +240,9 @@ async fn publishes_wait_for_redis_up_to_the_bound_and_subscriptions_come_back() 
 #[tokio::test]
 async fn urls_with_a_password_and_a_database_and_clear_refusals() {
     let redis = RedisServer::start_with(free_port(), &["--requirepass", "s3cret"]);
-    let (shared, _events) = Shared::new("n".into());
+    let (sink, _events) = sink();
     let good = spec(format!("redis://:s3cret@127.0.0.1:{}/3", redis.port), 10);
-    let link = RedisPubSub::connect(&good, Arc::downgrade(&shared))
+    let link = RedisPubSub::connect(&good, sink.clone())
         .await
         .expect("a password and a database in the URL");
     assert_eq!(
@@ -260,7 +252,7 @@ async fn urls_with_a_password_and_a_database_and_clear_refusals() {
     link.close().await;
 
     let wrong = spec(format!("redis://:nope@127.0.0.1:{}", redis.port), 10);
-    let e = RedisPubSub::connect(&wrong, Arc::downgrade(&shared))
+    let e = RedisPubSub::connect(&wrong, sink.clone())
         .await
         .err()
         .expect("a wrong password is refused");
@@ -271,7 +263,7 @@ async fn urls_with_a_password_and_a_database_and_clear_refusals() {
     );
 
     let nobody = spec(format!("redis://127.0.0.1:{}", free_port()), 10);
-    let e = RedisPubSub::connect(&nobody, Arc::downgrade(&shared))
+    let e = RedisPubSub::connect(&nobody, sink)
         .await
         .err()
         .expect("nothing listening is refused");

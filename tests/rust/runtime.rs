@@ -8,8 +8,16 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{guest, io_with};
-use wasio::runtime::AdapterComponent;
-use wasio::{Adapter, AdapterOptions, WasmSource};
+use wasio::{Adapter, AdapterOptions, Capability, WasmSource};
+
+/// Why loading the component at `path`, granted nothing, was refused.
+async fn refusal(path: &std::path::Path) -> String {
+    let opts = AdapterOptions {
+        source: WasmSource::File(path.to_path_buf()),
+        ..Default::default()
+    };
+    format!("{:#}", Adapter::load(opts).await.err().expect("refused"))
+}
 
 fn faulty(options: serde_json::Value) -> AdapterOptions {
     AdapterOptions {
@@ -23,13 +31,10 @@ fn count(adapter: &Adapter, name: &str) -> u64 {
     adapter.metrics().to_json()[name].as_u64().unwrap()
 }
 
-#[test]
-fn a_component_of_another_major_version_is_refused_with_both_versions() {
+#[tokio::test]
+async fn a_component_of_another_major_version_is_refused_with_both_versions() {
     let path = guest("future_version.wasm");
-    let err = AdapterComponent::from_file(&path, &[])
-        .err()
-        .expect("refused")
-        .to_string();
+    let err = refusal(&path).await;
     assert!(
         err.contains(&path.display().to_string()),
         "names the file: {err}"
@@ -47,10 +52,7 @@ fn a_component_of_another_major_version_is_refused_with_both_versions() {
 #[tokio::test]
 async fn a_capability_is_granted_only_by_the_config() {
     let path = guest("pubsub_user.wasm");
-    let err = AdapterComponent::from_file(&path, &[])
-        .err()
-        .expect("refused without a grant")
-        .to_string();
+    let err = refusal(&path).await;
     assert!(
         err.contains("wasio:adapter/pubsub@0.1.0") && err.contains("does not grant"),
         "{err}"
@@ -59,7 +61,7 @@ async fn a_capability_is_granted_only_by_the_config() {
     // Granted, it loads; with no datasource attached the capability answers `denied`.
     let opts = AdapterOptions {
         source: WasmSource::File(path),
-        granted: vec![wasio::runtime::Capability::PubSub],
+        granted: vec![Capability::PubSub],
         ..Default::default()
     };
     let adapter = Adapter::load(opts).await.expect("loads when granted");
@@ -75,15 +77,12 @@ async fn a_capability_is_granted_only_by_the_config() {
     );
 }
 
-#[test]
-fn bytes_that_are_not_a_component_are_refused_naming_the_file() {
+#[tokio::test]
+async fn bytes_that_are_not_a_component_are_refused_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let garbage = dir.path().join("garbage.wasm");
     std::fs::write(&garbage, b"this is not wasm at all").unwrap();
-    let err = AdapterComponent::from_file(&garbage, &[])
-        .err()
-        .unwrap()
-        .to_string();
+    let err = refusal(&garbage).await;
     assert!(
         err.contains("garbage.wasm") && err.contains("not a valid WebAssembly component"),
         "{err}"
@@ -91,20 +90,14 @@ fn bytes_that_are_not_a_component_are_refused_naming_the_file() {
 
     let core = dir.path().join("core.wasm");
     std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
-    let err = AdapterComponent::from_file(&core, &[])
-        .err()
-        .unwrap()
-        .to_string();
+    let err = refusal(&core).await;
     assert!(
         err.contains("core.wasm") && err.contains("core wasm module"),
         "{err}"
     );
 
     let missing = dir.path().join("missing.wasm");
-    let err = format!(
-        "{:#}",
-        AdapterComponent::from_file(&missing, &[]).err().unwrap()
-    );
+    let err = refusal(&missing).await;
     assert!(
         err.contains("missing.wasm") && err.contains("cannot read"),
         "{err}"
@@ -127,7 +120,7 @@ async fn an_init_that_fails_refuses_the_adapter() {
 #[tokio::test]
 async fn the_builtin_local_adapter_loads_and_counts_one_server() {
     let adapter = Adapter::builtin_local().await.unwrap();
-    assert_eq!(adapter.info().name, "local");
+    assert_eq!(adapter.status().current.name, "local");
     let io = io_with(&adapter).await;
     assert_eq!(io.of("/").unwrap().fetch_sockets().await.unwrap().len(), 0);
 }

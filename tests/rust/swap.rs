@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{guest, io_with};
-use wasio::capabilities::ServerSideEvent;
-use wasio::config::Connector;
-use wasio::datasource::DatasourceSpec;
-use wasio::runtime::Capability;
-use wasio::{Adapter, AdapterOptions, SwapError, WasmSource};
+use wasio::{
+    Adapter, AdapterOptions, Capability, Connector, DatasourceSpec, ServerSideEvent, SwapError,
+    WasmSource,
+};
 
 fn redis(source: WasmSource, key: &str, url: &str) -> AdapterOptions {
     AdapterOptions {

@@ -3,9 +3,8 @@
 
 use std::sync::Arc;
 
-use crate::datasource::MongoDocStore;
-use crate::datasource::mongo::{self, InsertError};
-use crate::runtime::HostState;
+use super::HostState;
+use crate::datasource::mongo::{self, MongoDocStore};
 use crate::runtime::bindings::wasio::adapter::docstore::{Feed, Host, Setup};
 use crate::runtime::bindings::wasio::adapter::types::Error;
 
@@ -46,7 +45,7 @@ impl Host for HostState {
         };
         Ok(self
             .docstore()
-            .and_then(|l| l.watch(collection, feed, setup).map_err(Error::Invalid)))
+            .and_then(|l| l.watch(collection, feed, setup).map_err(Error::from)))
     }
 
     fn insert(
@@ -57,12 +56,9 @@ impl Host for HostState {
         if self.muted() {
             return Ok(Ok(()));
         }
-        let sent = self.docstore().and_then(|l| {
-            l.insert(collection, &document).map_err(|e| match e {
-                InsertError::Invalid(m) => Error::Invalid(m),
-                InsertError::Unavailable(m) => Error::Unavailable(m),
-            })
-        });
+        let sent = self
+            .docstore()
+            .and_then(|l| l.insert(collection, &document).map_err(Error::from));
         if sent.is_ok() {
             self.traffic
                 .messages_out

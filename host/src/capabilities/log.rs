@@ -1,11 +1,11 @@
 //! `wasio:adapter/log`: guest log lines into the host's `tracing`, tagged with the adapter.
 
-use crate::runtime::HostState;
+use super::HostState;
 use crate::runtime::bindings::wasio::adapter::log::{Host, Level};
 
 impl Host for HostState {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        let adapter = super::adapter_name(&self.shared);
+        let adapter = self.node.adapter_name();
         match level {
             Level::Trace => tracing::trace!(target: "wasio::guest", %adapter, "{message}"),
             Level::Debug => tracing::debug!(target: "wasio::guest", %adapter, "{message}"),

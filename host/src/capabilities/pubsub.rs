@@ -4,10 +4,8 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::Event;
-use crate::datasource::PubSubLink;
-use crate::datasource::redis::Topic;
-use crate::runtime::HostState;
+use super::{Event, HostState};
+use crate::datasource::{PubSubLink, Topic};
 use crate::runtime::bindings::wasio::adapter::pubsub::{Host, Mode};
 use crate::runtime::bindings::wasio::adapter::types::Error;
 
@@ -33,7 +31,7 @@ impl HostState {
             self.topics.remove(&topic);
             link.unsubscribe(topic)
         }
-        .map_err(Error::Unavailable)
+        .map_err(Error::from)
     }
 }
 
@@ -56,7 +54,7 @@ impl Host for HostState {
         }
         let sent = self.link().and_then(|l| {
             l.publish(channel, payload, mode == Mode::Sharded)
-                .map_err(Error::Unavailable)
+                .map_err(Error::from)
         });
         if sent.is_ok() {
             self.traffic.messages_out.fetch_add(1, Relaxed);
@@ -87,15 +85,15 @@ impl Host for HostState {
         mode: Mode,
         ticket: u64,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let shared = Arc::downgrade(&self.shared);
+        let node = Arc::downgrade(&self.node);
         let generation = self.generation;
         Ok(self.link().and_then(|l| {
             l.count(
                 channels,
                 mode == Mode::Sharded,
                 Box::new(move |counts| {
-                    if let Some(shared) = shared.upgrade() {
-                        shared.push(Event::Counts {
+                    if let Some(node) = node.upgrade() {
+                        node.push(Event::Counts {
                             generation,
                             ticket,
                             counts,
@@ -103,7 +101,7 @@ impl Host for HostState {
                     }
                 }),
             )
-            .map_err(Error::Unavailable)
+            .map_err(Error::from)
         }))
     }
 }

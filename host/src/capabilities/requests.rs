@@ -8,32 +8,34 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::Shared;
-use crate::runtime::HostState;
+use super::HostState;
 use crate::runtime::bindings::wasio::adapter::requests::{Answer, Host};
 use crate::runtime::bindings::wasio::adapter::types::Error;
 
-pub(super) enum Part {
+type Open = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Part>>>>;
+
+enum Part {
     Answer(Answer),
     Finish(Result<(), String>),
 }
 
 /// Requests waiting for guest answers, by id.
 #[derive(Default)]
-pub(super) struct Pending {
+pub(crate) struct Requests {
     next: AtomicU64,
-    open: Mutex<HashMap<u64, mpsc::UnboundedSender<Part>>>,
+    open: Open,
 }
 
-impl Pending {
-    pub(super) fn open(&self, shared: &Arc<Shared>) -> RequestHandle {
+impl Requests {
+    /// Opens a cluster request the guest will answer through `requests`.
+    pub(crate) fn open(&self) -> RequestHandle {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = mpsc::unbounded_channel();
         self.open.lock().unwrap().insert(id, tx);
         RequestHandle {
             id,
             rx,
-            shared: shared.clone(),
+            open: self.open.clone(),
         }
     }
 
@@ -48,16 +50,19 @@ impl Pending {
         }
     }
 
-    pub(super) fn open_ids(&self) -> Vec<u64> {
+    /// Ids of the cluster requests open now.
+    pub(crate) fn open_ids(&self) -> Vec<u64> {
         self.open.lock().unwrap().keys().copied().collect()
     }
 
-    pub(super) fn any_open(&self, ids: &[u64]) -> bool {
+    /// Whether any of `ids` is still open.
+    pub(crate) fn any_open(&self, ids: &[u64]) -> bool {
         let open = self.open.lock().unwrap();
         ids.iter().any(|id| open.contains_key(id))
     }
 
-    pub(super) fn fail(&self, ids: &[u64], reason: &str) {
+    /// Ends the requests of `ids` still open with `reason`.
+    pub(crate) fn fail(&self, ids: &[u64], reason: &str) {
         let mut open = self.open.lock().unwrap();
         for id in ids {
             if let Some(tx) = open.remove(id) {
@@ -66,7 +71,7 @@ impl Pending {
         }
     }
 
-    pub(super) fn fail_all(&self, reason: &str) {
+    pub(crate) fn fail_all(&self, reason: &str) {
         for (_, tx) in self.open.lock().unwrap().drain() {
             let _ = tx.send(Part::Finish(Err(reason.to_string())));
         }
@@ -74,16 +79,16 @@ impl Pending {
 }
 
 /// One open request; dropping it forgets the request.
-pub struct RequestHandle {
+pub(crate) struct RequestHandle {
     /// The id the guest answers to.
     pub id: u64,
     rx: mpsc::UnboundedReceiver<Part>,
-    shared: Arc<Shared>,
+    open: Open,
 }
 
 /// Everything the guest answered to one request.
 #[derive(Debug)]
-pub struct Answers {
+pub(crate) struct Answers {
     pub parts: Vec<Answer>,
     /// `Err` when the guest (or the host's own deadline) ended it early.
     pub outcome: Result<(), String>,
@@ -104,7 +109,7 @@ impl Default for Answers {
 
 impl RequestHandle {
     /// The next answer part, `Ok(None)` once finished, `Err` when it ended with an error.
-    pub async fn next(&mut self) -> Option<Result<Answer, String>> {
+    pub(crate) async fn next(&mut self) -> Option<Result<Answer, String>> {
         match self.rx.recv().await? {
             Part::Answer(a) => Some(Ok(a)),
             Part::Finish(Ok(())) => None,
@@ -114,7 +119,7 @@ impl RequestHandle {
 
     /// Collects answers until `finish`, or until `deadline` passes (the host's guard
     /// against a guest that never finishes).
-    pub async fn collect(mut self, deadline: Duration) -> Answers {
+    pub(crate) async fn collect(mut self, deadline: Duration) -> Answers {
         let mut answers = Answers::default();
         let collect = async {
             while let Some(part) = self.next().await {
@@ -137,19 +142,19 @@ impl RequestHandle {
 
 impl Drop for RequestHandle {
     fn drop(&mut self) {
-        self.shared.requests.open.lock().unwrap().remove(&self.id);
+        self.open.lock().unwrap().remove(&self.id);
     }
 }
 
 impl Host for HostState {
     fn reply(&mut self, id: u64, part: Answer) -> wasmtime::Result<()> {
-        self.shared.requests.send(id, Part::Answer(part));
+        self.node.requests.send(id, Part::Answer(part));
         Ok(())
     }
 
     fn finish(&mut self, id: u64, outcome: Result<(), Error>) -> wasmtime::Result<()> {
         let outcome = outcome.map_err(|e| crate::runtime::describe(&e));
-        self.shared.requests.send(id, Part::Finish(outcome));
+        self.node.requests.send(id, Part::Finish(outcome));
         Ok(())
     }
 }

@@ -7,16 +7,35 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
-use super::Event;
-use crate::runtime::HostState;
+use super::{Event, HostState};
 use crate::runtime::bindings::wasio::adapter::sockets::Host;
 use crate::runtime::bindings::wasio::adapter::types::{BroadcastOpts, Error, SocketInfo};
+
+/// Why an action on local sockets failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    /// The packet or the options could not be read.
+    #[error("{0}")]
+    Invalid(String),
+    /// The sockets could not be acted on.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<LocalError> for Error {
+    fn from(e: LocalError) -> Error {
+        match e {
+            LocalError::Invalid(m) => Error::Invalid(m),
+            LocalError::Failed(m) => Error::Other(m),
+        }
+    }
+}
 
 /// One namespace's sockets on this node, as the guest may act on them. Implemented by
 /// the socketioxide bridge; packets and acks are in the contract's MessagePack form.
 pub trait LocalNamespace: Send + Sync {
     /// Delivers `packet` to the matching local sockets.
-    fn broadcast(&self, packet: &[u8], opts: &BroadcastOpts) -> Result<(), String>;
+    fn broadcast(&self, packet: &[u8], opts: &BroadcastOpts) -> Result<(), LocalError>;
     /// Delivers with acks: a stream of each client's ack (MessagePack array) and how
     /// many clients were targeted.
     fn broadcast_with_ack(
@@ -24,13 +43,13 @@ pub trait LocalNamespace: Send + Sync {
         packet: &[u8],
         opts: &BroadcastOpts,
         timeout: Option<Duration>,
-    ) -> Result<(BoxStream<'static, Vec<u8>>, u32), String>;
+    ) -> Result<(BoxStream<'static, Vec<u8>>, u32), LocalError>;
     /// Makes the matching local sockets join `rooms`.
     fn add_sockets(&self, opts: &BroadcastOpts, rooms: Vec<String>);
     /// Makes the matching local sockets leave `rooms`.
     fn del_sockets(&self, opts: &BroadcastOpts, rooms: Vec<String>);
     /// Disconnects the matching local sockets.
-    fn disconnect(&self, opts: &BroadcastOpts, close: bool) -> Result<(), String>;
+    fn disconnect(&self, opts: &BroadcastOpts, close: bool) -> Result<(), LocalError>;
     /// The matching local sockets, with handshake and data.
     fn fetch(&self, opts: &BroadcastOpts) -> Vec<SocketInfo>;
     /// The rooms of the matching local sockets.
@@ -52,13 +71,18 @@ pub struct ServerSideEvent {
 /// What runs on this node when another node does `serverSideEmit`.
 pub type ServerSideHandler = Arc<dyn Fn(ServerSideEvent) + Send + Sync>;
 
+/// Describes a local socket for fetch-sockets answers: (handshake, data), both
+/// MessagePack; `None` when the socket is gone.
+pub type SocketInspector =
+    Arc<dyn Fn(&str, socketioxide_core::Sid) -> Option<(Vec<u8>, Vec<u8>)> + Send + Sync>;
+
 impl HostState {
     /// Namespace `nsp`'s sockets, to act on; none for a swapped-out adapter.
     fn local(&self, nsp: &str) -> Option<Arc<dyn LocalNamespace>> {
         if self.muted() {
             return None;
         }
-        self.shared.namespace(nsp)
+        self.node.namespaces.get(nsp)
     }
 }
 
@@ -73,7 +97,7 @@ impl Host for HostState {
         let Some(ns) = self.local(&nsp) else {
             return Ok(Ok(()));
         };
-        Ok(ns.broadcast(&packet, &opts).map_err(Error::Invalid))
+        Ok(ns.broadcast(&packet, &opts).map_err(Error::from))
     }
 
     fn broadcast_with_ack(
@@ -85,9 +109,9 @@ impl Host for HostState {
         handle: u64,
     ) -> wasmtime::Result<Result<u32, Error>> {
         let generation = self.generation;
-        let shared = self.shared.clone();
+        let node = self.node.clone();
         let Some(ns) = self.local(&nsp) else {
-            shared.push(Event::LocalAck {
+            node.push(Event::LocalAck {
                 generation,
                 handle,
                 ack: None,
@@ -97,17 +121,17 @@ impl Host for HostState {
         let timeout = timeout_ms.map(|ms| Duration::from_millis(ms.into()));
         let (mut acks, count) = match ns.broadcast_with_ack(&packet, &opts, timeout) {
             Ok(r) => r,
-            Err(e) => return Ok(Err(Error::Invalid(e))),
+            Err(e) => return Ok(Err(e.into())),
         };
         tokio::spawn(async move {
             while let Some(ack) = acks.next().await {
-                shared.push(Event::LocalAck {
+                node.push(Event::LocalAck {
                     generation,
                     handle,
                     ack: Some(ack),
                 });
             }
-            shared.push(Event::LocalAck {
+            node.push(Event::LocalAck {
                 generation,
                 handle,
                 ack: None,
@@ -149,21 +173,23 @@ impl Host for HostState {
         let Some(ns) = self.local(&nsp) else {
             return Ok(Ok(()));
         };
-        Ok(ns.disconnect(&opts, close).map_err(Error::Other))
+        Ok(ns.disconnect(&opts, close).map_err(Error::from))
     }
 
     fn fetch(&mut self, nsp: String, opts: BroadcastOpts) -> wasmtime::Result<Vec<SocketInfo>> {
         Ok(self
-            .shared
-            .namespace(&nsp)
+            .node
+            .namespaces
+            .get(&nsp)
             .map(|ns| ns.fetch(&opts))
             .unwrap_or_default())
     }
 
     fn rooms(&mut self, nsp: String, opts: BroadcastOpts) -> wasmtime::Result<Vec<String>> {
         Ok(self
-            .shared
-            .namespace(&nsp)
+            .node
+            .namespaces
+            .get(&nsp)
             .map(|ns| ns.rooms(&opts))
             .unwrap_or_default())
     }
@@ -172,7 +198,7 @@ impl Host for HostState {
         if self.muted() {
             return Ok(());
         }
-        self.shared.watch_rooms(&nsp);
+        self.node.namespaces.watch(&nsp);
         let all = BroadcastOpts {
             flags: Default::default(),
             rooms: vec![],
@@ -181,12 +207,13 @@ impl Host for HostState {
             server_id: None,
         };
         let rooms = self
-            .shared
-            .namespace(&nsp)
+            .node
+            .namespaces
+            .get(&nsp)
             .map(|ns| ns.rooms(&all))
             .unwrap_or_default();
         // For this instance: during a swap it is not yet the one serving.
-        self.shared.push(Event::Rooms {
+        self.node.push(Event::Rooms {
             generation: Some(self.generation),
             nsp,
             rooms,
@@ -212,18 +239,18 @@ impl Host for HostState {
         if self.muted() {
             return Ok(Ok(()));
         }
-        let Some(handler) = self.shared.server_side.read().unwrap().clone() else {
+        let Some(handler) = self.node.hooks.server_side_handler() else {
             tracing::debug!(%nsp, "serverSideEmit from another node, but no handler is set");
             return Ok(Ok(()));
         };
         let ack = handle.map(|handle| {
-            let shared = self.shared.clone();
+            let node = self.node.clone();
             let generation = self.generation;
             Box::new(move |args: Vec<rmpv::Value>| {
                 let mut data = Vec::new();
                 // Writing into a Vec cannot fail.
                 let _ = rmpv::encode::write_value(&mut data, &rmpv::Value::Array(args));
-                shared.push(Event::ServerSideAck {
+                node.push(Event::ServerSideAck {
                     generation,
                     handle,
                     data,

@@ -9,23 +9,23 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
-use super::Shared;
+use super::NodeState;
 
 /// Longest line kept before it is logged as is.
 const MAX_LINE: usize = 16 * 1024;
 
 /// One of the guest's output streams.
 #[derive(Clone)]
-pub struct GuestOutput {
-    shared: Arc<Shared>,
+pub(super) struct GuestOutput {
+    node: Arc<NodeState>,
     stream: &'static str,
     pending: Arc<Mutex<Vec<u8>>>,
 }
 
 impl GuestOutput {
-    pub fn new(shared: Arc<Shared>, stream: &'static str) -> GuestOutput {
+    pub fn new(node: Arc<NodeState>, stream: &'static str) -> GuestOutput {
         GuestOutput {
-            shared,
+            node,
             stream,
             pending: Arc::default(),
         }
@@ -36,7 +36,7 @@ impl GuestOutput {
         if text.trim().is_empty() {
             return;
         }
-        let adapter = super::adapter_name(&self.shared);
+        let adapter = self.node.adapter_name();
         tracing::warn!(target: "wasio::guest", %adapter, stream = self.stream, "{}", text.trim_end());
     }
 }

@@ -7,13 +7,12 @@ use std::time::Duration;
 
 use tokio::task::AbortHandle;
 
-use super::Event;
-use crate::runtime::HostState;
+use super::{Event, HostState};
 use crate::runtime::bindings::wasio::adapter::timers::Host;
 
 /// Pending timers, with the instance (generation) that started each.
 #[derive(Default)]
-pub(super) struct Timers {
+pub(crate) struct Timers {
     next: AtomicU64,
     pending: Mutex<HashMap<u64, (u64, AbortHandle)>>,
 }
@@ -33,14 +32,14 @@ impl Timers {
 
 impl Host for HostState {
     fn start(&mut self, after_ms: u32) -> wasmtime::Result<u64> {
-        let timers = &self.shared.timers;
+        let timers = &self.node.timers;
         let id = timers.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let shared = self.shared.clone();
+        let node = self.node.clone();
         let generation = self.generation;
         let task = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(after_ms.into())).await;
-            if shared.timers.pending.lock().unwrap().remove(&id).is_some() {
-                shared.push(Event::Timer { generation, id });
+            if node.timers.pending.lock().unwrap().remove(&id).is_some() {
+                node.push(Event::Timer { generation, id });
             }
         });
         timers
@@ -52,7 +51,7 @@ impl Host for HostState {
     }
 
     fn cancel(&mut self, id: u64) -> wasmtime::Result<()> {
-        if let Some((_, t)) = self.shared.timers.pending.lock().unwrap().remove(&id) {
+        if let Some((_, t)) = self.node.timers.pending.lock().unwrap().remove(&id) {
             t.abort();
         }
         Ok(())

@@ -4,12 +4,11 @@
 //! process reaches the same subscribers. Nothing leaves the process.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 
-use super::redis::{CountsReply, Topic};
-use super::{DatasourceSpec, LinkMetrics, glob};
-use crate::capabilities::{Event, Shared};
+use super::{CountsReply, LinkError, LinkEvent, LinkMetrics, Sink, Topic, glob};
+use crate::config::DatasourceSpec;
 
 /// One named bus: who listens to what.
 #[derive(Default)]
@@ -20,14 +19,12 @@ struct Bus {
 struct Subscriber {
     /// The link id its node's events carry.
     link: u64,
-    shared: Weak<Shared>,
+    sink: Sink,
     topics: BTreeSet<Topic>,
 }
 
 /// Buses by name; a bus lives while a link to it does.
 static BUSES: Mutex<Vec<(String, Weak<Bus>)>> = Mutex::new(Vec::new());
-/// Keys of links on any bus (link ids are only unique per node).
-static KEYS: AtomicU64 = AtomicU64::new(0);
 
 fn bus(name: &str) -> Arc<Bus> {
     let mut buses = BUSES.lock().unwrap();
@@ -48,22 +45,20 @@ fn bus(name: &str) -> Arc<Bus> {
 pub struct MemoryPubSub {
     spec: DatasourceSpec,
     id: u64,
-    key: u64,
     bus: Arc<Bus>,
     metrics: LinkMetrics,
 }
 
 impl MemoryPubSub {
-    /// Joins the bus named by `spec.url` (`memory://NAME`); events go into `shared`'s queue.
-    pub fn connect(spec: &DatasourceSpec, shared: Weak<Shared>) -> MemoryPubSub {
-        let id = shared.upgrade().map_or(0, |s| s.next_link_id());
-        let key = KEYS.fetch_add(1, Ordering::Relaxed);
+    /// Joins the bus named by `spec.url` (`memory://NAME`); events go into `sink`.
+    pub fn connect(spec: &DatasourceSpec, sink: Sink) -> MemoryPubSub {
+        let id = super::next_link_id();
         let bus = bus(spec.url.trim_start_matches("memory://"));
         bus.subscribers.lock().unwrap().insert(
-            key,
+            id,
             Subscriber {
                 link: id,
-                shared,
+                sink,
                 topics: BTreeSet::new(),
             },
         );
@@ -72,31 +67,34 @@ impl MemoryPubSub {
         MemoryPubSub {
             spec: spec.clone(),
             id,
-            key,
             bus,
             metrics,
         }
     }
 
+    /// The id this link's events carry.
     pub fn id(&self) -> u64 {
         self.id
     }
 
+    /// The datasource this link was made for.
     pub fn spec(&self) -> &DatasourceSpec {
         &self.spec
     }
 
     /// Delivers `payload` now to every matching subscription (one message per matching
     /// channel or pattern, as Redis does), in publish order.
-    pub fn publish(&self, channel: String, payload: Vec<u8>, sharded: bool) -> Result<(), String> {
+    pub fn publish(
+        &self,
+        channel: String,
+        payload: Vec<u8>,
+        sharded: bool,
+    ) -> Result<(), LinkError> {
         if !self.connected() {
-            return Err("the in-memory bus link is cut".into());
+            return Err(cut());
         }
         let subscribers = self.bus.subscribers.lock().unwrap();
         for sub in subscribers.values() {
-            let Some(shared) = sub.shared.upgrade() else {
-                continue;
-            };
             for topic in &sub.topics {
                 let pattern = match topic {
                     Topic::Channel(c) if !sharded && *c == channel => None,
@@ -108,7 +106,7 @@ impl MemoryPubSub {
                     }
                     _ => continue,
                 };
-                shared.push(Event::Message {
+                (sub.sink)(LinkEvent::Message {
                     link: sub.link,
                     channel: channel.clone(),
                     pattern,
@@ -119,13 +117,15 @@ impl MemoryPubSub {
         Ok(())
     }
 
-    pub fn subscribe(&self, topic: Topic) -> Result<(), String> {
+    /// Starts receiving `topic`.
+    pub fn subscribe(&self, topic: Topic) -> Result<(), LinkError> {
         self.with_topics(|t| {
             t.insert(topic);
         })
     }
 
-    pub fn unsubscribe(&self, topic: Topic) -> Result<(), String> {
+    /// Stops receiving `topic`.
+    pub fn unsubscribe(&self, topic: Topic) -> Result<(), LinkError> {
         self.with_topics(|t| {
             // A pattern is stopped by its name, given as a channel.
             if let Topic::Channel(name) = &topic {
@@ -141,7 +141,7 @@ impl MemoryPubSub {
         channels: Vec<String>,
         sharded: bool,
         reply: CountsReply,
-    ) -> Result<(), String> {
+    ) -> Result<(), LinkError> {
         let subscribers = self.bus.subscribers.lock().unwrap();
         let counts = channels
             .iter()
@@ -175,7 +175,7 @@ impl MemoryPubSub {
     /// Takes this link off the bus at once, as a node that crashed: its subscriptions
     /// vanish and its publishes fail.
     pub fn cut(&self) {
-        self.bus.subscribers.lock().unwrap().remove(&self.key);
+        self.bus.subscribers.lock().unwrap().remove(&self.id);
         self.metrics.connected.store(false, Ordering::Relaxed);
     }
 
@@ -183,16 +183,17 @@ impl MemoryPubSub {
         self.metrics.connected.load(Ordering::Relaxed)
     }
 
-    fn with_topics(&self, f: impl FnOnce(&mut BTreeSet<Topic>)) -> Result<(), String> {
-        match self.bus.subscribers.lock().unwrap().get_mut(&self.key) {
+    fn with_topics(&self, f: impl FnOnce(&mut BTreeSet<Topic>)) -> Result<(), LinkError> {
+        match self.bus.subscribers.lock().unwrap().get_mut(&self.id) {
             Some(sub) => {
                 f(&mut sub.topics);
                 Ok(())
             }
-            None => Err("the in-memory bus link is cut".into()),
+            None => Err(cut()),
         }
     }
 
+    /// State and counters for `/healthz`.
     pub fn to_json(&self) -> serde_json::Value {
         let mut v = self.metrics.to_json(0);
         v["name"] = self.spec.name.clone().into();
@@ -206,4 +207,8 @@ impl Drop for MemoryPubSub {
     fn drop(&mut self) {
         self.cut();
     }
+}
+
+fn cut() -> LinkError {
+    LinkError::Closed("the in-memory bus link is cut".into())
 }

@@ -1,155 +1,90 @@
 //! Connections the host keeps on the guest's behalf: one per configured datasource,
-//! shared by every namespace. A guest reaches them only through its capabilities
-//! (`pubsub`, `docstore`); what arrives is pushed into the guest as events.
+//! shared by every namespace. Each link pushes what arrives into the [`Sink`] it is
+//! given; it knows nothing of guests. A guest reaches links only through its
+//! capabilities (`pubsub`, `docstore`).
 
 mod glob;
-pub mod memory;
-pub mod mongo;
-pub mod redis;
+mod links;
+pub(crate) mod memory;
+pub(crate) mod mongo;
+pub(crate) mod redis;
+mod topic;
 
-pub use memory::MemoryPubSub;
-pub use mongo::MongoDocStore;
-pub use redis::RedisPubSub;
+pub(crate) use links::{Links, PubSubLink};
+pub(crate) use topic::CountsReply;
+pub use topic::Topic;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
 
-use redis::{CountsReply, Topic};
-
-use crate::config::Connector;
-
-/// A configured backend, as the adapter is given it.
+/// What a link reports, in the order it happened.
 #[derive(Clone, Debug)]
-pub struct DatasourceSpec {
-    /// The key of `[datasources.NAME]`, for messages.
-    pub name: String,
-    pub connector: Connector,
-    pub url: String,
-    /// How many publishes may wait while the backend is unreachable.
-    pub publish_buffer: usize,
+pub enum LinkEvent {
+    /// A message arrived on a subscribed channel of link `link`.
+    Message {
+        /// The link's id.
+        link: u64,
+        /// The channel it was published on.
+        channel: String,
+        /// The subscribed pattern it matched, for a pattern subscription.
+        pattern: Option<String>,
+        /// What was published.
+        payload: Vec<u8>,
+    },
+    /// A document was inserted in a watched collection of link `link` (BSON).
+    Document {
+        /// The link's id.
+        link: u64,
+        /// The collection.
+        collection: String,
+        /// The document, BSON.
+        document: Vec<u8>,
+    },
+    /// The connection of link `link` went down or came back.
+    Connection {
+        /// The link's id.
+        link: u64,
+        /// Whether it is up now.
+        up: bool,
+    },
 }
 
-impl DatasourceSpec {
-    /// The URL without its password, for logs and `/healthz`.
-    pub fn redacted_url(&self) -> String {
-        redact(&self.url)
+impl LinkEvent {
+    /// The link it came from.
+    pub fn link(&self) -> u64 {
+        match self {
+            LinkEvent::Message { link, .. }
+            | LinkEvent::Document { link, .. }
+            | LinkEvent::Connection { link, .. } => *link,
+        }
     }
 }
 
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    match rest.split_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => url.to_string(),
-    }
+/// Where a link pushes what arrives; `false` once no one listens (the node is gone),
+/// and the link's tasks stop.
+pub type Sink = Arc<dyn Fn(LinkEvent) -> bool + Send + Sync>;
+
+/// A new id for a link's events: unique in the process.
+pub(crate) fn next_link_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed) + 1
 }
 
-/// A publish/subscribe link: Redis, or the in-process bus (`memory://`).
-pub enum PubSubLink {
-    Redis(RedisPubSub),
-    Memory(MemoryPubSub),
-}
-
-impl PubSubLink {
-    /// The id this link's events carry.
-    pub fn id(&self) -> u64 {
-        match self {
-            PubSubLink::Redis(l) => l.id(),
-            PubSubLink::Memory(l) => l.id(),
-        }
-    }
-
-    /// The datasource this link was made for.
-    pub fn spec(&self) -> &DatasourceSpec {
-        match self {
-            PubSubLink::Redis(l) => l.spec(),
-            PubSubLink::Memory(l) => l.spec(),
-        }
-    }
-
-    /// Publishes `payload` on `channel` (queued for Redis); fails when it cannot be.
-    pub fn publish(&self, channel: String, payload: Vec<u8>, sharded: bool) -> Result<(), String> {
-        match self {
-            PubSubLink::Redis(l) => l.publish(channel, payload, sharded),
-            PubSubLink::Memory(l) => l.publish(channel, payload, sharded),
-        }
-    }
-
-    /// Starts receiving `topic`.
-    pub fn subscribe(&self, topic: Topic) -> Result<(), String> {
-        match self {
-            PubSubLink::Redis(l) => l.subscribe(topic),
-            PubSubLink::Memory(l) => l.subscribe(topic),
-        }
-    }
-
-    /// Stops receiving `topic`.
-    pub fn unsubscribe(&self, topic: Topic) -> Result<(), String> {
-        match self {
-            PubSubLink::Redis(l) => l.unsubscribe(topic),
-            PubSubLink::Memory(l) => l.unsubscribe(topic),
-        }
-    }
-
-    /// Asks how many subscribers each channel has; `reply` gets the answer.
-    pub fn count(
-        &self,
-        channels: Vec<String>,
-        sharded: bool,
-        reply: CountsReply,
-    ) -> Result<(), String> {
-        match self {
-            PubSubLink::Redis(l) => l.count(channels, sharded, reply),
-            PubSubLink::Memory(l) => l.count(channels, sharded, reply),
-        }
-    }
-
-    /// Subscriptions to inject into: every node's on the in-memory bus, this link's own
-    /// on Redis.
-    pub fn topics(&self) -> std::collections::BTreeSet<Topic> {
-        match self {
-            PubSubLink::Redis(l) => l.topics(),
-            PubSubLink::Memory(l) => l.bus_topics(),
-        }
-    }
-
-    /// Waits until what was queued before is done, `wait` at most; false when it was not.
-    pub async fn settled(&self, wait: Duration) -> bool {
-        match self {
-            PubSubLink::Redis(l) => l.settled(wait).await,
-            PubSubLink::Memory(_) => true,
-        }
-    }
-
-    /// State and counters for `/healthz`.
-    pub fn to_json(&self) -> serde_json::Value {
-        match self {
-            PubSubLink::Redis(l) => l.to_json(),
-            PubSubLink::Memory(l) => l.to_json(),
-        }
-    }
-
-    /// Cuts the link at once, as a node that crashed would: its subscriptions vanish
-    /// from the backend and nothing more is sent (for the conformance kit).
-    pub async fn sever(&self) {
-        match self {
-            PubSubLink::Redis(l) => l.sever().await,
-            PubSubLink::Memory(l) => l.cut(),
-        }
-    }
-
-    /// Closes the link once what is queued has been sent.
-    pub async fn close(self) {
-        match self {
-            PubSubLink::Redis(l) => l.close().await,
-            PubSubLink::Memory(l) => l.cut(),
-        }
-    }
+/// Why a link did not take an operation.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// The queue toward the backend is full: it is slow or unreachable.
+    #[error("{0}")]
+    Full(String),
+    /// The link was closed or cut: nothing more goes through it.
+    #[error("{0}")]
+    Closed(String),
+    /// The operation itself is malformed (a document that is not BSON, a bad feed).
+    #[error("{0}")]
+    Invalid(String),
+    /// The backend failed or refused it; retrying later may work.
+    #[error("{0}")]
+    Backend(String),
 }
 
 /// Counters and state of one datasource link, shown on `/healthz`.
@@ -189,18 +124,5 @@ impl LinkMetrics {
             "lost_messages": get(&self.lost_messages),
             "malformed": get(&self.malformed),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            super::redact("redis://user:secret@h:6379/2"),
-            "redis://user:***@h:6379/2"
-        );
-        assert_eq!(super::redact("rediss://:pw@h"), "rediss://:***@h");
-        assert_eq!(super::redact("redis://h:6379"), "redis://h:6379");
     }
 }

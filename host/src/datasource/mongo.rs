@@ -15,7 +15,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -28,8 +28,8 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::{DatasourceSpec, LinkMetrics};
-use crate::capabilities::{Event, Shared};
+use super::{LinkError, LinkEvent, LinkMetrics, Sink};
+use crate::config::DatasourceSpec;
 
 /// Documents written by one `insertMany`.
 const BATCH: usize = 256;
@@ -85,13 +85,13 @@ pub struct MongoDocStore {
     watched: Mutex<HashMap<String, (Feed, Setup)>>,
     /// Watched collections, and whether they are set up and read (inserts wait for it).
     open: watch::Sender<HashMap<String, bool>>,
-    shared: Weak<Shared>,
+    sink: Sink,
 }
 
 impl MongoDocStore {
     /// Connects (failing after a few seconds, naming the datasource) and starts the writer.
-    pub async fn connect(spec: &DatasourceSpec, shared: Weak<Shared>) -> anyhow::Result<Self> {
-        let label = label(spec);
+    pub async fn connect(spec: &DatasourceSpec, sink: Sink) -> anyhow::Result<Self> {
+        let label = spec.label();
         let mut opts = ClientOptions::parse(&spec.url)
             .await
             .with_context(|| format!("{label}: bad URL"))?;
@@ -110,7 +110,7 @@ impl MongoDocStore {
             .map_err(|_| anyhow::anyhow!("{label}: no connection after {CONNECT_TIMEOUT:?}"))?
             .with_context(|| format!("{label}: cannot connect"))?;
 
-        let id = shared.upgrade().map_or(0, |s| s.next_link_id());
+        let id = super::next_link_id();
         let metrics = Arc::new(LinkMetrics::default());
         metrics.connected.store(true, Relaxed);
         let (inserts, rx) = mpsc::channel(spec.publish_buffer.max(1));
@@ -137,7 +137,7 @@ impl MongoDocStore {
             feeds: Mutex::new(JoinSet::new()),
             watched: Mutex::new(HashMap::new()),
             open,
-            shared,
+            sink,
         })
     }
 
@@ -154,11 +154,11 @@ impl MongoDocStore {
     /// Makes `collection` ready (capped, or a TTL index on `createdAt`) and starts
     /// feeding its new documents to the guest. Watching it again with the same feed
     /// is a no-op (a new guest instance keeps the running feed).
-    pub fn watch(&self, collection: String, feed: Feed, setup: Setup) -> Result<(), String> {
+    pub fn watch(&self, collection: String, feed: Feed, setup: Setup) -> Result<(), LinkError> {
         if feed == Feed::Tail && matches!(setup, Setup::Ttl(_)) {
-            return Err(format!(
+            return Err(LinkError::Invalid(format!(
                 "collection {collection}: a tailed collection must be capped, and a capped collection cannot have a TTL index"
-            ));
+            )));
         }
         let mut watched = self.watched.lock().unwrap();
         let key = (feed.clone(), setup);
@@ -166,9 +166,9 @@ impl MongoDocStore {
             return if *running == key {
                 Ok(())
             } else {
-                Err(format!(
+                Err(LinkError::Invalid(format!(
                     "collection {collection} is already watched with another feed ({running:?})"
-                ))
+                )))
             };
         }
         watched.insert(collection.clone(), key);
@@ -180,9 +180,9 @@ impl MongoDocStore {
             open: self.open.clone(),
             coll: self.db.collection::<RawDocumentBuf>(&collection),
             db: self.db.clone(),
-            shared: self.shared.clone(),
+            sink: self.sink.clone(),
             metrics: self.metrics.clone(),
-            label: format!("{} collection {collection}", label(&self.spec)),
+            label: format!("{} collection {collection}", self.spec.label()),
         };
         self.feeds
             .lock()
@@ -192,19 +192,19 @@ impl MongoDocStore {
     }
 
     /// Queues `document` for `collection`; fails when it is not BSON or the buffer is full.
-    pub fn insert(&self, collection: String, document: &[u8]) -> Result<(), InsertError> {
-        let document = with_id(document).map_err(InsertError::Invalid)?;
-        let refuse = |cause: String| {
+    pub fn insert(&self, collection: String, document: &[u8]) -> Result<(), LinkError> {
+        let document = with_id(document).map_err(LinkError::Invalid)?;
+        let refuse = |error: LinkError| {
             self.waiting.fetch_sub(1, Relaxed);
             LinkMetrics::bump(&self.metrics.publish_errors);
-            InsertError::Unavailable(cause)
+            error
         };
         if self.waiting.fetch_add(1, Relaxed) >= self.spec.publish_buffer.max(1) {
-            return Err(refuse(format!(
+            return Err(refuse(LinkError::Full(format!(
                 "MongoDB at {} is not keeping up or unreachable: {} documents already wait to be inserted",
                 self.spec.redacted_url(),
                 self.spec.publish_buffer
-            )));
+            ))));
         }
         // The queue holds as many as the bound: only a closed link refuses here.
         self.inserts
@@ -212,7 +212,7 @@ impl MongoDocStore {
                 collection,
                 document,
             })
-            .map_err(|_| refuse("the MongoDB link is closed".to_string()))
+            .map_err(|_| refuse(LinkError::Closed("the MongoDB link is closed".to_string())))
     }
 
     /// The collections watched now.
@@ -269,16 +269,6 @@ impl MongoDocStore {
         let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
         abort.abort();
     }
-}
-
-/// Why an insert was refused.
-pub enum InsertError {
-    Invalid(String),
-    Unavailable(String),
-}
-
-fn label(spec: &DatasourceSpec) -> String {
-    format!("datasource `{}` ({})", spec.name, spec.redacted_url())
 }
 
 /// The guest's document with an `_id` of ours first (kept if it has one).
@@ -408,7 +398,7 @@ struct Reader {
     open: watch::Sender<HashMap<String, bool>>,
     db: Database,
     coll: Collection<RawDocumentBuf>,
-    shared: Weak<Shared>,
+    sink: Sink,
     metrics: Arc<LinkMetrics>,
     label: String,
 }
@@ -572,13 +562,11 @@ impl Reader {
     }
 
     fn push(&self, collection: &str, document: Vec<u8>) {
-        if let Some(shared) = self.shared.upgrade() {
-            shared.push(Event::Document {
-                link: self.link,
-                collection: collection.to_string(),
-                document,
-            });
-        }
+        (self.sink)(LinkEvent::Document {
+            link: self.link,
+            collection: collection.to_string(),
+            document,
+        });
     }
 
     fn up(&self, collection: &str) {
@@ -588,24 +576,20 @@ impl Reader {
         if !self.metrics.connected.swap(true, Relaxed) {
             self.metrics.reconnects.fetch_add(1, Relaxed);
             tracing::info!("{}: feed reopened", self.label);
-            if let Some(shared) = self.shared.upgrade() {
-                shared.push(Event::Connection {
-                    link: self.link,
-                    up: true,
-                });
-            }
+            (self.sink)(LinkEvent::Connection {
+                link: self.link,
+                up: true,
+            });
         }
     }
 
     fn down(&self, why: &str) {
         if self.metrics.connected.swap(false, Relaxed) {
             tracing::warn!("{}: feed lost: {why}; reopening", self.label);
-            if let Some(shared) = self.shared.upgrade() {
-                shared.push(Event::Connection {
-                    link: self.link,
-                    up: false,
-                });
-            }
+            (self.sink)(LinkEvent::Connection {
+                link: self.link,
+                up: false,
+            });
         } else {
             tracing::debug!("{}: {why}", self.label);
         }

@@ -12,7 +12,7 @@
 //!   them; a receive-queue overflow is counted, never silent.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -24,8 +24,8 @@ use fred::types::{Builder, MessageKind, Value};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::{DatasourceSpec, LinkMetrics, glob};
-use crate::capabilities::{Event, Shared};
+use super::{CountsReply, LinkError, LinkEvent, LinkMetrics, Sink, Topic, glob};
+use crate::config::DatasourceSpec;
 
 /// Publishes pipelined into one write.
 const BATCH: usize = 256;
@@ -36,17 +36,6 @@ const RECEIVE_QUEUE: usize = 1 << 16;
 /// The longest reconnect delay: after Redis returns, publishes that waited are held
 /// this long more, so that other nodes (same policy) have resubscribed and receive them.
 const MAX_RECONNECT_DELAY_MS: u32 = 2000;
-
-/// What a subscription listens to.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Topic {
-    Channel(String),
-    Pattern(String),
-    Shard(String),
-}
-
-/// The guest's counts callback.
-pub(crate) type CountsReply = Box<dyn FnOnce(Result<Vec<u64>, String>) + Send>;
 
 enum Op {
     Publish {
@@ -81,10 +70,10 @@ pub struct RedisPubSub {
 
 impl RedisPubSub {
     /// Connects both connections (failing after a few seconds, naming the datasource)
-    /// and starts relaying what arrives into `shared`'s event queue.
-    pub async fn connect(spec: &DatasourceSpec, shared: Weak<Shared>) -> anyhow::Result<Self> {
-        let label = format!("datasource `{}` ({})", spec.name, spec.redacted_url());
-        let id = shared.upgrade().map_or(0, |s| s.next_link_id());
+    /// and starts pushing what arrives into `sink`.
+    pub async fn connect(spec: &DatasourceSpec, sink: Sink) -> anyhow::Result<Self> {
+        let label = spec.label();
+        let id = super::next_link_id();
         let config = Config::from_url(&spec.url).with_context(|| format!("{label}: bad URL"))?;
         let mut builder = Builder::from_config(config);
         builder
@@ -140,7 +129,7 @@ impl RedisPubSub {
             id,
             messages,
             topics.clone(),
-            shared.clone(),
+            sink.clone(),
             metrics.clone(),
         ));
         let subscribed = topics.clone();
@@ -149,7 +138,7 @@ impl RedisPubSub {
             subscriber: subscriber.clone(),
             topics,
             writable,
-            shared,
+            sink,
             metrics: metrics.clone(),
             label,
         };
@@ -190,7 +179,12 @@ impl RedisPubSub {
     }
 
     /// Queues `payload` for `channel`; fails only when the buffer is full.
-    pub fn publish(&self, channel: String, payload: Vec<u8>, sharded: bool) -> Result<(), String> {
+    pub fn publish(
+        &self,
+        channel: String,
+        payload: Vec<u8>,
+        sharded: bool,
+    ) -> Result<(), LinkError> {
         self.enqueue(Op::Publish {
             channel,
             payload: payload.into(),
@@ -199,13 +193,13 @@ impl RedisPubSub {
     }
 
     /// Starts receiving `topic` (also after every reconnect).
-    pub fn subscribe(&self, topic: Topic) -> Result<(), String> {
+    pub fn subscribe(&self, topic: Topic) -> Result<(), LinkError> {
         self.enqueue(Op::Subscribe(topic))
     }
 
     /// Stops receiving `topic` (a pattern given to psubscribe is stopped by its name,
     /// as a `Channel`).
-    pub fn unsubscribe(&self, topic: Topic) -> Result<(), String> {
+    pub fn unsubscribe(&self, topic: Topic) -> Result<(), LinkError> {
         self.enqueue(Op::Unsubscribe(topic))
     }
 
@@ -225,7 +219,7 @@ impl RedisPubSub {
         channels: Vec<String>,
         sharded: bool,
         reply: CountsReply,
-    ) -> Result<(), String> {
+    ) -> Result<(), LinkError> {
         self.enqueue(Op::Count {
             channels,
             sharded,
@@ -233,16 +227,18 @@ impl RedisPubSub {
         })
     }
 
-    fn enqueue(&self, op: Op) -> Result<(), String> {
+    fn enqueue(&self, op: Op) -> Result<(), LinkError> {
         self.ops.try_send(op).map_err(|e| {
             LinkMetrics::bump(&self.metrics.publish_errors);
             match e {
-                mpsc::error::TrySendError::Full(_) => format!(
+                mpsc::error::TrySendError::Full(_) => LinkError::Full(format!(
                     "Redis at {} is not keeping up or unreachable: {} operations already wait to be sent",
                     self.spec.redacted_url(),
                     self.spec.publish_buffer
-                ),
-                mpsc::error::TrySendError::Closed(_) => "the Redis link is closed".to_string(),
+                )),
+                mpsc::error::TrySendError::Closed(_) => {
+                    LinkError::Closed("the Redis link is closed".to_string())
+                }
             }
         })
     }
@@ -409,14 +405,18 @@ async fn send_unsubscribe(sub: &SubscriberClient, topic: &Topic) -> Result<(), f
 }
 
 /// PUBSUB NUMSUB / SHARDNUMSUB, as counts in channel order.
-async fn count(publisher: &Client, channels: &[String], sharded: bool) -> Result<Vec<u64>, String> {
+async fn count(
+    publisher: &Client,
+    channels: &[String],
+    sharded: bool,
+) -> Result<Vec<u64>, LinkError> {
     let names: Vec<&str> = channels.iter().map(String::as_str).collect();
     let reply: Value = if sharded {
         publisher.pubsub_shardnumsub(names).await
     } else {
         publisher.pubsub_numsub(names).await
     }
-    .map_err(|e| format!("PUBSUB NUMSUB: {e}"))?;
+    .map_err(|e| LinkError::Backend(format!("PUBSUB NUMSUB: {e}")))?;
     // RESP2 answers [channel, n, ...]; RESP3 a map.
     let pairs: Vec<(Value, Value)> = match reply {
         Value::Array(items) => {
@@ -428,7 +428,11 @@ async fn count(publisher: &Client, channels: &[String], sharded: bool) -> Result
             .into_iter()
             .map(|(k, v)| (Value::from(k), v))
             .collect(),
-        other => return Err(format!("PUBSUB NUMSUB: unexpected reply {other:?}")),
+        other => {
+            return Err(LinkError::Backend(format!(
+                "PUBSUB NUMSUB: unexpected reply {other:?}"
+            )));
+        }
     };
     Ok(channels
         .iter()
@@ -442,12 +446,12 @@ async fn count(publisher: &Client, channels: &[String], sharded: bool) -> Result
         .collect())
 }
 
-/// Forwards messages into the node's event queue, in order.
+/// Forwards messages into the sink, in order.
 async fn receive(
     link: u64,
     mut messages: broadcast::Receiver<fred::types::Message>,
     topics: Arc<Mutex<BTreeSet<Topic>>>,
-    shared: Weak<Shared>,
+    sink: Sink,
     metrics: Arc<LinkMetrics>,
 ) {
     loop {
@@ -474,15 +478,15 @@ async fn receive(
         let pattern = (msg.kind == MessageKind::PMessage)
             .then(|| matching_pattern(&topics, &channel))
             .flatten();
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        shared.push(Event::Message {
+        let event = LinkEvent::Message {
             link,
             channel,
             pattern,
             payload,
-        });
+        };
+        if !sink(event) {
+            return;
+        }
     }
 }
 
@@ -500,7 +504,7 @@ struct LinkWatch {
     subscriber: SubscriberClient,
     topics: Arc<Mutex<BTreeSet<Topic>>>,
     writable: watch::Sender<bool>,
-    shared: Weak<Shared>,
+    sink: Sink,
     metrics: Arc<LinkMetrics>,
     label: String,
 }
@@ -516,15 +520,13 @@ impl LinkWatch {
             subscriber,
             topics,
             writable,
-            shared,
+            sink,
             metrics,
             label,
         } = self;
         use std::sync::atomic::Ordering::Relaxed;
         let push = |up: bool| {
-            if let Some(shared) = shared.upgrade() {
-                shared.push(Event::Connection { link: id, up });
-            }
+            sink(LinkEvent::Connection { link: id, up });
         };
         loop {
             tokio::select! {

@@ -5,6 +5,8 @@
 //! Exports are async so a guest call yields to tokio at each epoch tick instead of
 //! holding a worker thread.
 
+#![allow(missing_docs)]
+
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "adapter-host",
@@ -21,3 +23,14 @@ pub use self::wasio::adapter::types::{
 pub const PACKAGE: &str = "wasio:adapter";
 /// The version of the package this host implements.
 pub const VERSION: &str = "0.1.0";
+
+/// A human line for a WIT error.
+pub fn describe(e: &WitError) -> String {
+    match e {
+        WitError::Invalid(m) => format!("invalid: {m}"),
+        WitError::Unavailable(m) => format!("unavailable: {m}"),
+        WitError::Denied(m) => format!("denied: {m}"),
+        WitError::Timeout(m) => format!("timeout: {m}"),
+        WitError::Other(m) => m.clone(),
+    }
+}

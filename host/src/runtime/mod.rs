@@ -1,30 +1,26 @@
-//! The one place that builds wasmtime's `Engine`, `Linker` and `Store`s, compiles
-//! adapter components, checks them against the contract and sets the limits.
+//! The one place that builds wasmtime's `Engine` and `Store`s: the engine and its epoch
+//! ticker, compiled components (cached), the contract check, and the limits every store
+//! is given. It knows nothing of what the host gives a guest (`capabilities`).
 
 pub(crate) mod bindings;
-mod guest;
-mod load;
+mod builtin;
+mod compile;
+mod contract;
 
-pub(crate) use bindings::{
-    AdapterHost as Host, AdapterHostPre as HostPre, InitArgs, PACKAGE, VERSION,
-};
-pub use bindings::{AdapterInfo, BroadcastFlags, BroadcastOpts, SocketInfo, WitError};
-pub(crate) use guest::GuestCall;
-pub use guest::{GuestError, GuestSlot, SlotSetup, describe};
-pub(crate) use load::compatible;
-pub use load::{AdapterComponent, Capability};
+pub use bindings::SocketInfo;
+pub(crate) use bindings::{AdapterInfo, PACKAGE, VERSION, WitError, describe};
+pub(crate) use builtin::{builtin, sha256_hex};
+pub(crate) use compile::compile;
+pub use contract::Finding;
+pub(crate) use contract::inspect;
 
-use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, UpdateDeadline};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::capabilities::{GuestOutput, Links, Shared};
-use crate::datasource::redis::Topic;
+use crate::config::Limits;
 
 /// How often the epoch ticker advances; a looping guest is checked this often.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -33,113 +29,23 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// costs an atomic load rather than a clock read.
 static TICKS: AtomicU64 = AtomicU64::new(0);
 
-/// Per-instance limits, set on every store.
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    /// Wall-clock budget of one guest call; a guest still running then is stopped.
-    pub deadline: Duration,
-    /// Linear-memory cap per instance, in bytes.
-    pub memory_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            deadline: Duration::from_millis(100),
-            memory_bytes: 64 << 20,
-        }
+/// The process-wide engine (compiled code is tied to it).
+pub(crate) fn engine() -> anyhow::Result<&'static Engine> {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    if let Some(e) = ENGINE.get() {
+        return Ok(e);
     }
-}
-
-/// The engine and linker, shared by every adapter this process loads.
-pub struct Runtime {
-    engine: Engine,
-    linker: Linker<HostState>,
-}
-
-impl Runtime {
-    /// The process-wide runtime (compiled code is tied to its engine).
-    pub fn global() -> anyhow::Result<&'static Runtime> {
-        static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-        if let Some(rt) = RUNTIME.get() {
-            return Ok(rt);
-        }
-        let rt = Runtime::new()?;
-        Ok(RUNTIME.get_or_init(|| rt))
-    }
-
-    fn new() -> anyhow::Result<Runtime> {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        // Only guests built for the component-model async ABI need this, and it doubles
-        // the cost of every call (measured: 300 -> 640 ns).
-        config.concurrency_support(false);
-        let engine = Engine::new(&config)?;
-        spawn_epoch_ticker(&engine);
-
-        let mut linker = Linker::<HostState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        Host::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
-        Ok(Runtime { engine, linker })
-    }
-
-    pub(crate) fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
-    pub(crate) fn linker(&self) -> &Linker<HostState> {
-        &self.linker
-    }
-
-    /// A fresh store for one instance: sandboxed WASI, the limits, the deadline hook.
-    pub(crate) fn store(
-        &self,
-        shared: Arc<Shared>,
-        limits: Limits,
-        generation: u64,
-        links: Links,
-        muted: Arc<AtomicBool>,
-    ) -> Store<HostState> {
-        // No preopens, no environment, no arguments, no network: the default context
-        // with TCP, UDP and name lookup explicitly off. Output goes to the host's log.
-        let wasi = WasiCtx::builder()
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .stdout(GuestOutput::new(shared.clone(), "stdout"))
-            .stderr(GuestOutput::new(shared.clone(), "stderr"))
-            .build();
-        let state = HostState {
-            wasi,
-            table: ResourceTable::new(),
-            shared,
-            limits,
-            generation,
-            links,
-            muted,
-            topics: BTreeSet::new(),
-            call_started: TICKS.load(Ordering::Relaxed),
-            memory: 0,
-            traffic: Arc::default(),
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| s as &mut dyn ResourceLimiter);
-        store.epoch_deadline_callback(|ctx| {
-            let state = ctx.data();
-            // More whole ticks than the deadline holds: stopped between the deadline and
-            // one tick after it, never before.
-            let elapsed = EPOCH_TICK * (TICKS.load(Ordering::Relaxed) - state.call_started) as u32;
-            if elapsed > state.limits.deadline {
-                Err(wasmtime::Error::new(Stop::Deadline(state.limits.deadline)))
-            } else {
-                // Give the tokio worker back between ticks: a slow guest call never
-                // holds a reactor thread for more than one tick.
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
-        store
-    }
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    // Only guests built for the component-model async ABI need this, and it doubles
+    // the cost of every call (measured: 300 -> 640 ns).
+    config.concurrency_support(false);
+    let engine = Engine::new(&config)?;
+    let engine = ENGINE.get_or_init(|| engine);
+    static TICKER: std::sync::Once = std::sync::Once::new();
+    TICKER.call_once(|| spawn_epoch_ticker(engine));
+    Ok(engine)
 }
 
 fn spawn_epoch_ticker(engine: &Engine) {
@@ -159,59 +65,74 @@ fn spawn_epoch_ticker(engine: &Engine) {
 
 /// Why the host stopped a guest call.
 #[derive(Debug, thiserror::Error)]
-pub enum Stop {
+pub(crate) enum Stop {
     #[error("call exceeded its deadline of {0:?}")]
     Deadline(Duration),
     #[error("instance tried to grow its memory to {wanted} bytes, over the cap of {cap} bytes")]
     Memory { wanted: usize, cap: usize },
 }
 
-/// The data of one instance's `Store`.
-pub struct HostState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    /// Node state that outlives instances (namespaces, pending requests, timers).
-    pub(crate) shared: Arc<Shared>,
+/// The limits of one store, and what they measured: the deadline of the call running
+/// now and the instance's memory.
+pub(crate) struct Guard {
     limits: Limits,
-    /// Which instantiation this is; events of older ones are ignored.
-    pub(crate) generation: u64,
-    /// The datasource links this adapter was given.
-    pub(crate) links: Links,
-    /// Set once the adapter is swapped out: while it drains (finishes the cluster
-    /// requests it was answering) its actions on sockets and the backend do nothing,
-    /// as the new adapter does them.
-    pub(crate) muted: Arc<AtomicBool>,
-    /// What this instance subscribed to, so a swap can drop what no one needs.
-    pub(crate) topics: BTreeSet<Topic>,
     /// `TICKS` when the current call began.
     call_started: u64,
     /// Linear memory of this instance, all memories together, in bytes.
     memory: usize,
-    /// Where this adapter's datasource traffic is counted (set once `init` named it).
-    pub(crate) traffic: Arc<crate::metrics::Traffic>,
+    /// Where the memory is shown (`/healthz`, `/metrics`).
+    gauge: Arc<AtomicU64>,
 }
 
-impl HostState {
-    /// Whether this adapter was swapped out (its effects are muted).
-    pub(crate) fn muted(&self) -> bool {
-        self.muted.load(Ordering::Acquire)
+impl Guard {
+    pub(crate) fn new(limits: Limits, gauge: Arc<AtomicU64>) -> Guard {
+        Guard {
+            limits,
+            call_started: TICKS.load(Ordering::Relaxed),
+            memory: 0,
+            gauge,
+        }
     }
 
+    /// Starts the deadline of a call.
     pub(crate) fn begin_call(&mut self) {
         self.call_started = TICKS.load(Ordering::Relaxed);
     }
 }
 
-impl WasiView for HostState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
+/// Store data that carries a [`Guard`].
+pub(crate) trait Guarded: Send + 'static {
+    fn guard(&self) -> &Guard;
+    fn guard_mut(&mut self) -> &mut Guard;
 }
 
-impl ResourceLimiter for HostState {
+/// A fresh store for one instance, its limits and deadline hook set.
+pub(crate) fn store<T: Guarded>(engine: &Engine, data: T) -> Store<T> {
+    let mut store = Store::new(engine, data);
+    store.limiter(|s| s.guard_mut() as &mut dyn ResourceLimiter);
+    store.epoch_deadline_callback(|ctx| {
+        let guard = ctx.data().guard();
+        // More whole ticks than the deadline holds: stopped between the deadline and
+        // one tick after it, never before.
+        let elapsed = EPOCH_TICK * (TICKS.load(Ordering::Relaxed) - guard.call_started) as u32;
+        if elapsed > guard.limits.deadline {
+            Err(wasmtime::Error::new(Stop::Deadline(guard.limits.deadline)))
+        } else {
+            // Give the tokio worker back between ticks: a slow guest call never
+            // holds a reactor thread for more than one tick.
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+    store
+}
+
+/// Starts a call on `store` under its deadline.
+pub(crate) fn begin_call<T: Guarded>(store: &mut Store<T>) {
+    store.data_mut().guard_mut().begin_call();
+    store.set_epoch_deadline(1);
+}
+
+impl ResourceLimiter for Guard {
     fn memory_growing(
         &mut self,
         current: usize,
@@ -228,10 +149,7 @@ impl ResourceLimiter for HostState {
         }
         // Also called for a memory's initial size, so the sum is the whole footprint.
         self.memory += desired.saturating_sub(current);
-        self.shared
-            .metrics
-            .guest_memory_bytes
-            .store(self.memory as u64, Ordering::Relaxed);
+        self.gauge.store(self.memory as u64, Ordering::Relaxed);
         Ok(true)
     }
 
@@ -243,4 +161,23 @@ impl ResourceLimiter for HostState {
     ) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000)
     }
+}
+
+/// One line saying why a call failed: our own stop reasons first, then the trap.
+pub(crate) fn fault_cause(e: &wasmtime::Error) -> String {
+    if let Some(stop) = e.downcast_ref::<Stop>() {
+        return stop.to_string();
+    }
+    e.root_cause().to_string()
+}
+
+/// The guest's wasm backtrace, on one line, for the log.
+pub(crate) fn backtrace(e: &wasmtime::Error) -> String {
+    format!("{e:?}")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .take(24)
+        .collect::<Vec<_>>()
+        .join(" | ")
 }

@@ -19,10 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use socketioxide::SocketIo;
 use socketioxide::extract::SocketRef;
-use wasio::config::Connector;
-use wasio::datasource::DatasourceSpec;
-use wasio::runtime::Capability;
-use wasio::{Adapter, AdapterOptions, WasmAdapter, WasmSource};
+use wasio::{
+    Adapter, AdapterOptions, Capability, Connector, DatasourceSpec, WasmAdapter, WasmSource,
+};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct LangArgs {

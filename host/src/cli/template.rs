@@ -15,8 +15,8 @@ pub enum Lang {
     Js,
 }
 
-const WIT: &str = include_str!("../../wit/adapter.wit");
-const PROTOCOL: &str = include_str!("../../guest-adapters/json-protocol.md");
+const WIT: &str = include_str!("../../../wit/adapter.wit");
+const PROTOCOL: &str = include_str!("../../../guest-adapters/json-protocol.md");
 
 /// A project's files: (path, contents); `write` fills in names and the WIT path.
 fn files(lang: Lang) -> Vec<(&'static str, &'static str)> {
@@ -25,48 +25,48 @@ fn files(lang: Lang) -> Vec<(&'static str, &'static str)> {
             ("Cargo.toml", RUST_MANIFEST),
             (
                 "src/lib.rs",
-                include_str!("../../guest-adapters/json-rust/src/lib.rs"),
+                include_str!("../../../guest-adapters/json-rust/src/lib.rs"),
             ),
             (".gitignore", "target/\n"),
         ],
         Lang::Python => vec![
             (
                 "app.py",
-                include_str!("../../guest-adapters/json-python/app.py"),
+                include_str!("../../../guest-adapters/json-python/app.py"),
             ),
             (
                 "build.sh",
-                include_str!("../../guest-adapters/json-python/build.sh"),
+                include_str!("../../../guest-adapters/json-python/build.sh"),
             ),
             (
                 "requirements.txt",
-                include_str!("../../guest-adapters/json-python/requirements.txt"),
+                include_str!("../../../guest-adapters/json-python/requirements.txt"),
             ),
             (
                 ".gitignore",
-                include_str!("../../guest-adapters/json-python/.gitignore"),
+                include_str!("../../../guest-adapters/json-python/.gitignore"),
             ),
         ],
         Lang::Js => vec![
             (
                 "adapter.js",
-                include_str!("../../guest-adapters/json-js/adapter.js"),
+                include_str!("../../../guest-adapters/json-js/adapter.js"),
             ),
             (
                 "build.sh",
-                include_str!("../../guest-adapters/json-js/build.sh"),
+                include_str!("../../../guest-adapters/json-js/build.sh"),
             ),
             (
                 "package.json",
-                include_str!("../../guest-adapters/json-js/package.json"),
+                include_str!("../../../guest-adapters/json-js/package.json"),
             ),
             (
                 "package-lock.json",
-                include_str!("../../guest-adapters/json-js/package-lock.json"),
+                include_str!("../../../guest-adapters/json-js/package-lock.json"),
             ),
             (
                 ".gitignore",
-                include_str!("../../guest-adapters/json-js/.gitignore"),
+                include_str!("../../../guest-adapters/json-js/.gitignore"),
             ),
         ],
     }

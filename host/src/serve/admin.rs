@@ -17,9 +17,9 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::overview::History;
-use crate::reload::{Node, NodeError, SwapRequest, Wasm};
-use crate::swap::SwapError;
+use super::overview::History;
+use super::reload::{Node, NodeError, SwapRequest, Wasm};
+use crate::cluster::SwapError;
 
 /// Largest uploaded component.
 const BODY_LIMIT: usize = 64 << 20;
@@ -60,7 +60,7 @@ async fn metrics(State(admin): State<Admin>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::prometheus::render(admin.node.adapter()),
+        super::prometheus::render(admin.node.adapter()),
     )
         .into_response()
 }
@@ -68,13 +68,13 @@ async fn metrics(State(admin): State<Admin>) -> Response {
 async fn page() -> Response {
     (
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        include_str!("../static/admin.html"),
+        include_str!("../../static/admin.html"),
     )
         .into_response()
 }
 
 async fn overview(State(admin): State<Admin>) -> Response {
-    Json(crate::overview::overview(&admin.node, &admin.history).await).into_response()
+    Json(super::overview::overview(&admin.node, &admin.history).await).into_response()
 }
 
 fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response {
@@ -207,7 +207,7 @@ async fn rollback(State(admin): State<Admin>) -> Response {
     report(admin.node.rollback("admin API").await)
 }
 
-fn report(result: Result<crate::swap::SwapReport, NodeError>) -> Response {
+fn report(result: Result<crate::cluster::SwapReport, NodeError>) -> Response {
     match result {
         Ok(r) => Json(r).into_response(),
         Err(NodeError::BadRequest(e)) => error(StatusCode::BAD_REQUEST, e),

@@ -10,11 +10,45 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::capabilities::Event;
-use crate::runtime::{GuestCall, GuestError, GuestSlot};
+use super::guest::{GuestCall, GuestError, GuestSlot};
+use crate::capabilities::{Event, Events};
+use crate::datasource::LinkEvent;
+
+/// What travels through the node's queue: the node's events, and the swap steps
+/// between them.
+pub(crate) enum Item {
+    Event(Event),
+    Control(Control),
+}
+
+/// The sending end of the node's queue.
+#[derive(Clone)]
+pub(crate) struct Queue(mpsc::UnboundedSender<Item>);
+
+impl Queue {
+    /// The queue, and its receiving end for the dispatcher.
+    pub(crate) fn new() -> (Queue, mpsc::UnboundedReceiver<Item>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Queue(tx), rx)
+    }
+
+    /// Where the node's events go.
+    pub(crate) fn events(&self) -> Events {
+        let tx = self.0.clone();
+        // Closed only when the node shuts down, when nothing is left to deliver to.
+        std::sync::Arc::new(move |event| {
+            let _ = tx.send(Item::Event(event));
+        })
+    }
+
+    /// Queues a swap step after the events queued so far.
+    pub(crate) fn control(&self, control: Control) {
+        let _ = self.0.send(Item::Control(control));
+    }
+}
 
 /// Swap steps, pushed through the event queue so that they happen between events.
-pub enum Control {
+pub(crate) enum Control {
     /// A new adapter on `links` is being made; its events wait.
     Prepare {
         links: Vec<u64>,
@@ -43,7 +77,7 @@ impl std::fmt::Debug for Control {
 }
 
 /// What the dispatcher did at the switch.
-pub struct Switched {
+pub(crate) struct Switched {
     pub(crate) old_generation: u64,
     /// The requests open at the switch, which the old adapter drains.
     pub(crate) drain: Vec<u64>,
@@ -73,11 +107,11 @@ impl Dispatcher {
         }
     }
 
-    pub(crate) async fn run(mut self, mut events: mpsc::UnboundedReceiver<Event>) {
-        while let Some(event) = events.recv().await {
-            match event {
-                Event::Swap(control) => self.control(control).await,
-                event => self.route(event).await,
+    pub(crate) async fn run(mut self, mut queue: mpsc::UnboundedReceiver<Item>) {
+        while let Some(item) = queue.recv().await {
+            match item {
+                Item::Control(control) => self.control(control).await,
+                Item::Event(event) => self.route(event).await,
             }
         }
     }
@@ -97,12 +131,12 @@ impl Dispatcher {
             Control::Abort => self.preparing = None,
             Control::Switch { slot, done } => {
                 let old = self.slot.load_full();
-                let shared = old.shared().clone();
+                let node = old.node().clone();
                 // Calls in progress on the old adapter end first; later ones go to the new.
                 old.mute_then(|| self.slot.store(slot.clone())).await;
                 // The old adapter drains the requests open now, then is retired (in queue
                 // order, before any later swap).
-                let open = shared.open_requests();
+                let open = node.requests.open_ids();
                 self.draining = Some((old.clone(), open.clone()));
                 let _ = done.send(Switched {
                     old_generation: old.generation(),
@@ -154,7 +188,10 @@ impl Dispatcher {
             }
             return;
         }
-        let is_message = matches!(event, Event::Message { .. } | Event::Document { .. });
+        let is_message = matches!(
+            event,
+            Event::Link(LinkEvent::Message { .. } | LinkEvent::Document { .. })
+        );
         if to_draining && let Some(old) = draining {
             // Muted: only its answers to the requests it was serving take effect.
             if !to_current {
@@ -162,8 +199,11 @@ impl Dispatcher {
                 let _ = old.try_call(op, call, true).await;
                 return;
             }
-            if let Some(copy) = copy_of(&event) {
-                let (op, call) = guest_call(copy);
+            // A backend message goes to both; others are one adapter's.
+            if let Event::Link(link @ (LinkEvent::Message { .. } | LinkEvent::Document { .. })) =
+                &event
+            {
+                let (op, call) = guest_call(Event::Link(link.clone()));
                 let _ = old.try_call(op, call, true).await;
             }
         }
@@ -176,7 +216,7 @@ impl Dispatcher {
         if is_message && matches!(res, Err(GuestError::Refused { .. })) {
             // Malformed or foreign: dropped, and counted.
             current
-                .shared()
+                .node()
                 .metrics
                 .dropped_messages
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -184,33 +224,6 @@ impl Dispatcher {
         if let Err(e) = res {
             tracing::debug!("event not handled: {e}");
         }
-    }
-}
-
-/// A copy of a backend event for the draining adapter (others are not shared).
-fn copy_of(event: &Event) -> Option<Event> {
-    match event {
-        Event::Message {
-            link,
-            channel,
-            pattern,
-            payload,
-        } => Some(Event::Message {
-            link: *link,
-            channel: channel.clone(),
-            pattern: pattern.clone(),
-            payload: payload.clone(),
-        }),
-        Event::Document {
-            link,
-            collection,
-            document,
-        } => Some(Event::Document {
-            link: *link,
-            collection: collection.clone(),
-            document: document.clone(),
-        }),
-        _ => None,
     }
 }
 
@@ -229,17 +242,19 @@ fn guest_call(event: Event) -> (&'static str, GuestCall) {
             "on-counts",
             GuestCall::OnCounts {
                 ticket,
-                counts: counts.map_err(crate::runtime::WitError::Unavailable),
+                counts: counts.map_err(crate::runtime::WitError::from),
             },
         ),
-        Event::Connection { up, .. } => ("on-connection", GuestCall::OnConnection { up }),
+        Event::Link(LinkEvent::Connection { up, .. }) => {
+            ("on-connection", GuestCall::OnConnection { up })
+        }
         Event::Rooms { nsp, rooms, .. } => ("on-rooms", GuestCall::OnRooms { nsp, rooms }),
-        Event::Message {
+        Event::Link(LinkEvent::Message {
             channel,
             pattern,
             payload,
             ..
-        } => (
+        }) => (
             "on-message",
             GuestCall::OnMessage {
                 channel,
@@ -247,27 +262,24 @@ fn guest_call(event: Event) -> (&'static str, GuestCall) {
                 payload,
             },
         ),
-        Event::Document {
+        Event::Link(LinkEvent::Document {
             collection,
             document,
             ..
-        } => (
+        }) => (
             "on-document",
             GuestCall::OnDocument {
                 collection,
                 document,
             },
         ),
-        // Handled by the dispatcher itself; never a guest call.
-        Event::Swap(_) => unreachable!("swap control is not routed to a guest"),
     }
 }
 
 /// Drops a swapped-out adapter: requests it still had fail with a clear error, its
 /// subscriptions no one else needs are dropped, and links no one uses are closed.
 async fn retire(old: Arc<GuestSlot>, current: Arc<GuestSlot>, ids: Vec<u64>) {
-    let shared = old.shared().clone();
-    shared.fail_requests(
+    old.node().requests.fail(
         &ids,
         "the adapter was swapped out while this request was in flight; retry it",
     );

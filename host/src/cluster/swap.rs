@@ -13,19 +13,23 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::adapter::{Adapter, AdapterOptions, compile, connect_links, slot_setup};
-use crate::capabilities::{Event, Links};
-use crate::dispatch::Control;
-use crate::runtime::{AdapterComponent, GuestSlot};
+use super::adapter::{Adapter, slot_setup};
+use super::component::AdapterComponent;
+use super::dispatch::Control;
+use super::guest::GuestSlot;
+use crate::config::AdapterOptions;
+use crate::datasource::Links;
 
 /// One component, as the admin API shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct ComponentSummary {
-    /// What the guest's `init` said: its name and version.
+    /// What the guest's `init` said: its name.
     pub name: String,
+    /// What the guest's `init` said: its version.
     pub version: String,
     /// Where it came from: `builtin:NAME`, a path, or `upload:FILE`.
     pub source: String,
+    /// Hex sha256 of its `.wasm` bytes.
     pub sha256: String,
     /// The datasource it runs on, by name, if any.
     pub datasource: Option<String>,
@@ -34,7 +38,9 @@ pub struct ComponentSummary {
 /// What a swap did, and how long it took.
 #[derive(Clone, Debug, Serialize)]
 pub struct SwapReport {
+    /// The adapter swapped out.
     pub from: ComponentSummary,
+    /// The adapter swapped in.
     pub to: ComponentSummary,
     /// Compile, instantiate, init, open namespaces, reach the datasource (old serving).
     pub prepare_ms: f64,
@@ -47,6 +53,7 @@ pub struct SwapReport {
 /// The running adapter, for `GET /admin/adapter`.
 #[derive(Clone, Debug, Serialize)]
 pub struct AdapterStatus {
+    /// The running component.
     #[serde(flatten)]
     pub current: ComponentSummary,
     /// When the running component was switched in (Unix milliseconds).
@@ -167,6 +174,14 @@ impl Adapter {
         self.swap_to(previous.opts, Some(previous.component)).await
     }
 
+    /// The options the running adapter was made from, and the previous one's (what a
+    /// rollback returns to).
+    pub(crate) fn recipes(&self) -> (AdapterOptions, Option<AdapterOptions>) {
+        let book = self.0.swap.book.lock().unwrap();
+        let previous = book.previous.as_ref().map(|p| p.opts.clone());
+        (book.current.opts.clone(), previous)
+    }
+
     /// The running adapter, the swaps so far and the one kept for rollback.
     pub fn status(&self) -> AdapterStatus {
         let current = summary(&self.0.slot.load());
@@ -237,26 +252,27 @@ impl Adapter {
         compiled: Option<Arc<AdapterComponent>>,
         started: Instant,
     ) -> Result<(SwapReport, Arc<AdapterComponent>, JoinHandle<()>), SwapError> {
-        let shared = self.shared().clone();
+        let node = self.node().clone();
+        let queue = &self.0.queue;
         let component = match compiled {
             Some(c) => c,
             None => Arc::new(
-                compile(&opts.source, &opts.granted)
+                AdapterComponent::load(&opts.source, &opts.granted)
                     .await
                     .map_err(|e| SwapError::Invalid(format!("{e:#}")))?,
             ),
         };
         let current = self.0.slot.load_full();
-        let links = connect_links(&shared, opts.datasource.as_ref(), current.links())
+        let links = Links::connect(opts.datasource.as_ref(), current.links(), node.link_sink())
             .await
             .map_err(|e| SwapError::Datasource(format!("{e:#}")))?;
         // Events of the new adapter (its links, its timers) wait until it takes over.
-        shared.push(Event::Swap(Control::Prepare {
+        queue.control(Control::Prepare {
             links: links.ids(),
             after_generation: current.generation(),
-        }));
+        });
         let refuse = |links: Links, current: &GuestSlot| {
-            shared.push(Event::Swap(Control::Abort));
+            queue.control(Control::Abort);
             tokio::spawn(links.not_in(current.links()).close());
         };
         let setup = match slot_setup(opts, links.clone()) {
@@ -266,15 +282,15 @@ impl Adapter {
                 return Err(SwapError::Invalid(format!("{e:#}")));
             }
         };
-        let namespaces = shared.namespace_names();
-        let slot =
-            match GuestSlot::start(component.clone(), shared.clone(), setup, &namespaces).await {
-                Ok(slot) => Arc::new(slot),
-                Err(e) => {
-                    refuse(links, &current);
-                    return Err(SwapError::Invalid(e.to_string()));
-                }
-            };
+        let namespaces = node.namespaces.names();
+        let slot = match GuestSlot::start(component.clone(), node.clone(), setup, &namespaces).await
+        {
+            Ok(slot) => Arc::new(slot),
+            Err(e) => {
+                refuse(links, &current);
+                return Err(SwapError::Invalid(e.to_string()));
+            }
+        };
         // Its subscriptions are in place before it serves: a message published after the
         // swap returns reaches it.
         if let Some(link) = &links.pubsub
@@ -286,26 +302,26 @@ impl Adapter {
         }
         let prepared = Instant::now();
         let (done, switched) = oneshot::channel();
-        shared.push(Event::Swap(Control::Switch {
+        queue.control(Control::Switch {
             slot: slot.clone(),
             done,
-        }));
+        });
         let Ok(switched) = switched.await else {
             return Err(SwapError::Invalid("the node is shutting down".into()));
         };
         let end = Instant::now();
-        *shared.adapter_name.write().unwrap() = slot.info().name.clone();
+        *node.adapter_name.write().unwrap() = slot.info().name.clone();
         let drain = {
-            let shared = shared.clone();
+            let (node, queue) = (node.clone(), queue.clone());
             let deadline = current.request_timeout() + self.request_grace();
             let (ids, generation) = (switched.drain, switched.old_generation);
             tokio::spawn(async move {
                 // The old adapter finishes the requests it was answering, or they fail.
                 let until = Instant::now() + deadline;
-                while shared.any_open(&ids) && Instant::now() < until {
+                while node.requests.any_open(&ids) && Instant::now() < until {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                shared.push(Event::Swap(Control::Retire { generation }));
+                queue.control(Control::Retire { generation });
             })
         };
         let report = SwapReport {

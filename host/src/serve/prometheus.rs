@@ -4,13 +4,12 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::adapter::Adapter;
+use crate::cluster::Adapter;
 
 /// The Prometheus exposition of `adapter`'s node.
 pub fn render(adapter: &Adapter) -> String {
     let mut out = Out::default();
-    let info = adapter.info();
-    let (source, sha256) = adapter.component();
+    let info = adapter.status().current;
 
     out.family(
         "wasio_adapter_info",
@@ -23,8 +22,8 @@ pub fn render(adapter: &Adapter) -> String {
             ("node_id", adapter.node_id()),
             ("adapter", &info.name),
             ("version", &info.version),
-            ("source", &source),
-            ("sha256", &sha256),
+            ("source", &info.source),
+            ("sha256", &info.sha256),
         ],
         1.0,
     );

@@ -6,20 +6,19 @@
 
 mod client;
 mod cluster;
-mod contract;
 mod scenarios;
 
 use std::time::{Duration, Instant};
 
-use crate::adapter::WasmSource;
 use crate::config::Connector;
+use crate::config::WasmSource;
 
-pub use client::{Client, Incoming};
-pub use contract::Finding;
+pub use crate::runtime::Finding;
 
 /// What to check, and on what.
 #[derive(Clone, Debug)]
 pub struct CheckOptions {
+    /// The component under check.
     pub wasm: WasmSource,
     /// `memory://` (default), `redis://…` or `mongodb://…`.
     pub datasource: String,
@@ -43,25 +42,36 @@ impl Default for CheckOptions {
 /// How a scenario went.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
+    /// It did what the scenario expects.
     Pass,
+    /// It did not: what went wrong.
     Fail(String),
+    /// It could not run here: why.
     Skip(String),
 }
 
 /// One row of the table.
 #[derive(Debug, Clone)]
 pub struct Row {
+    /// What was tried.
     pub scenario: &'static str,
+    /// How it went.
     pub outcome: Outcome,
+    /// How long it took.
     pub elapsed: Duration,
 }
 
 /// The whole check: contract findings, then scenario rows.
 pub struct Report {
+    /// The component, as messages name it.
     pub source: String,
+    /// What its `init` said: (name, version), once it started.
     pub adapter: Option<(String, String)>,
+    /// The datasource the nodes were joined by.
     pub datasource: String,
+    /// The contract findings.
     pub contract: Vec<Finding>,
+    /// The scenario rows.
     pub rows: Vec<Row>,
 }
 
@@ -133,8 +143,9 @@ impl Report {
 /// Runs the check. Errors only for what stops it before any scenario (unreadable
 /// file, unreachable datasource); everything else is a row.
 pub async fn run(opts: CheckOptions) -> anyhow::Result<Report> {
-    let (source, bytes) = opts.wasm.read()?;
-    let contract = contract::inspect(&source, &bytes);
+    let source = opts.wasm.label();
+    let bytes = opts.wasm.read()?;
+    let contract = crate::runtime::inspect(&source, &bytes);
     let mut report = Report {
         source,
         adapter: None,

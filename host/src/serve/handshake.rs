@@ -9,8 +9,8 @@ use socketioxide::SocketIo;
 use socketioxide::extract::SocketRef;
 use socketioxide_core::Sid;
 
+use super::server::Ns;
 use crate::capabilities::SocketInspector;
-use crate::server::Ns;
 
 /// What is remembered of a socket's connection.
 #[derive(Clone)]

@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::adapter::Adapter;
-use crate::reload::Node;
+use super::reload::Node;
+use crate::cluster::Adapter;
 
 /// Samples kept: an hour at the default 5 s.
 const HISTORY_LEN: usize = 720;

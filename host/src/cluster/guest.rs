@@ -10,12 +10,12 @@ use futures_util::future::BoxFuture;
 use tokio::sync::Mutex;
 use wasmtime::Store;
 
-use super::{
-    AdapterComponent, AdapterInfo, BroadcastOpts, Host, HostState, InitArgs, Limits, Runtime, Stop,
-    WitError,
-};
-use crate::capabilities::{Links, Shared};
-use crate::datasource::redis::Topic;
+use super::component::AdapterComponent;
+use crate::capabilities::{HostState, NodeState, Traffic};
+use crate::config::Limits;
+use crate::datasource::{Links, Topic};
+use crate::runtime::bindings::{AdapterHost as Host, BroadcastOpts, InitArgs};
+use crate::runtime::{AdapterInfo, WitError, backtrace, begin_call, describe, fault_cause};
 
 /// Why a guest call did not succeed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -23,34 +23,45 @@ pub enum GuestError {
     /// The guest answered with an error.
     #[error("adapter `{adapter}` refused {op}: {}", describe(.error))]
     Refused {
+        /// The adapter's name.
         adapter: String,
+        /// The operation.
         op: &'static str,
+        /// What it answered.
         error: WitError,
     },
     /// The guest trapped or was stopped; it has been replaced by a fresh instance.
     #[error("adapter `{adapter}` failed in {op} and was restarted: {cause}")]
     Fault {
+        /// The adapter's name.
         adapter: String,
+        /// The operation.
         op: &'static str,
+        /// The trap, or the limit it hit.
         cause: String,
     },
     /// No instance could be made to run (instantiation or init failed).
     #[error("adapter `{adapter}` is unavailable: {cause}")]
-    Unavailable { adapter: String, cause: String },
+    Unavailable {
+        /// The adapter's name.
+        adapter: String,
+        /// Why no instance runs.
+        cause: String,
+    },
     /// The adapter was swapped out before the call ran: the caller retries on the new one.
     #[error("adapter `{adapter}` was swapped out")]
-    Swapped { adapter: String },
+    Swapped {
+        /// The adapter's name.
+        adapter: String,
+    },
 }
 
-/// A human line for a WIT error.
-pub fn describe(e: &WitError) -> String {
-    match e {
-        WitError::Invalid(m) => format!("invalid: {m}"),
-        WitError::Unavailable(m) => format!("unavailable: {m}"),
-        WitError::Denied(m) => format!("denied: {m}"),
-        WitError::Timeout(m) => format!("timeout: {m}"),
-        WitError::Other(m) => m.clone(),
-    }
+/// What became of a call offered to a slot.
+pub(crate) enum Attempt {
+    /// It ran (or failed) on this slot.
+    Ran(Result<(), GuestError>),
+    /// This slot was swapped out: the call comes back, to be made on the new one.
+    Swapped(GuestCall),
 }
 
 /// A call into the guest: an operation the host hands over, or an event it pushes.
@@ -140,8 +151,7 @@ pub(crate) enum GuestCall {
 /// Runs `call` on `live` under the deadline. One `match`, no boxed future: this is the
 /// hot path of every relayed broadcast.
 async fn invoke(live: &mut Live, call: GuestCall) -> wasmtime::Result<Result<(), WitError>> {
-    live.store.data_mut().begin_call();
-    live.store.set_epoch_deadline(1);
+    begin_call(&mut live.store);
     let g = live.guest.wasio_adapter_guest();
     let s = &mut live.store;
     match call {
@@ -208,9 +218,9 @@ struct Live {
 }
 
 /// The adapter instance serving this node; calls are serialized on it.
-pub struct GuestSlot {
+pub(crate) struct GuestSlot {
     component: Arc<AdapterComponent>,
-    shared: Arc<Shared>,
+    node: Arc<NodeState>,
     limits: Limits,
     options: String,
     links: Links,
@@ -219,7 +229,7 @@ pub struct GuestSlot {
     muted: Arc<AtomicBool>,
     info: AdapterInfo,
     /// This adapter's datasource traffic counters.
-    traffic: Arc<crate::metrics::Traffic>,
+    traffic: Arc<Traffic>,
     generation: AtomicU64,
     /// Set by `close`: a closed slot is never brought back.
     closed: AtomicBool,
@@ -229,9 +239,9 @@ pub struct GuestSlot {
 impl GuestSlot {
     /// Instantiates `component`, runs its `init` and opens `namespaces` (those alive,
     /// when swapped in); an error refuses the adapter.
-    pub async fn start(
+    pub(crate) async fn start(
         component: Arc<AdapterComponent>,
-        shared: Arc<Shared>,
+        node: Arc<NodeState>,
         setup: SlotSetup,
         namespaces: &[String],
     ) -> Result<GuestSlot, GuestError> {
@@ -241,11 +251,11 @@ impl GuestSlot {
             links,
             request_timeout,
         } = setup;
-        let generation = shared.next_generation();
+        let generation = node.next_generation();
         let muted = Arc::new(AtomicBool::new(false));
         let made = Made {
             component: &component,
-            shared: &shared,
+            node: &node,
             limits,
             options: &options,
             links: &links,
@@ -256,14 +266,14 @@ impl GuestSlot {
             Ok(ok) => ok,
             Err(e) => {
                 // Timers it may have started die with it.
-                shared.instance_retired(generation);
+                node.instance_retired(generation);
                 return Err(e);
             }
         };
-        let traffic = shared.metrics.traffic(&traffic_label(&info));
+        let traffic = node.metrics.traffic(&traffic_label(&info));
         Ok(GuestSlot {
             component,
-            shared,
+            node,
             limits,
             options,
             links,
@@ -278,36 +288,36 @@ impl GuestSlot {
     }
 
     /// What the guest's `init` said about itself.
-    pub fn info(&self) -> &AdapterInfo {
+    pub(crate) fn info(&self) -> &AdapterInfo {
         &self.info
     }
 
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+    pub(crate) fn node(&self) -> &Arc<NodeState> {
+        &self.node
     }
 
     /// This adapter's datasource traffic counters.
-    pub(crate) fn traffic(&self) -> &crate::metrics::Traffic {
+    pub(crate) fn traffic(&self) -> &Traffic {
         &self.traffic
     }
 
     /// The component this slot runs.
-    pub fn component(&self) -> &AdapterComponent {
+    pub(crate) fn component(&self) -> &AdapterComponent {
         &self.component
     }
 
     /// The datasource links this adapter uses.
-    pub fn links(&self) -> &Links {
+    pub(crate) fn links(&self) -> &Links {
         &self.links
     }
 
     /// How long the guest is given to answer a cluster request.
-    pub fn request_timeout(&self) -> Duration {
+    pub(crate) fn request_timeout(&self) -> Duration {
         self.request_timeout
     }
 
     /// The instantiation currently live; events of older ones are stale.
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
@@ -315,8 +325,8 @@ impl GuestSlot {
     /// instance. A swapped-out adapter refuses with `Swapped`.
     pub(crate) async fn call(&self, op: &'static str, call: GuestCall) -> Result<(), GuestError> {
         match self.try_call(op, call, false).await {
-            Ok(res) => res,
-            Err(_) => Err(GuestError::Swapped {
+            Attempt::Ran(res) => res,
+            Attempt::Swapped(_) => Err(GuestError::Swapped {
                 adapter: self.info.name.clone(),
             }),
         }
@@ -329,12 +339,12 @@ impl GuestSlot {
         op: &'static str,
         call: GuestCall,
         draining: bool,
-    ) -> Result<Result<(), GuestError>, GuestCall> {
+    ) -> Attempt {
         let mut guard = self.live.lock().await;
         if !draining && self.muted.load(Ordering::Acquire) {
-            return Err(call);
+            return Attempt::Swapped(call);
         }
-        Ok(self.run_call(&mut guard, op, call).await)
+        Attempt::Ran(self.run_call(&mut guard, op, call).await)
     }
 
     async fn run_call(
@@ -355,7 +365,7 @@ impl GuestSlot {
         let live = guard.as_mut().expect("instance present");
         let began = std::time::Instant::now();
         let outcome = invoke(live, call).await;
-        self.shared.metrics.record_call(op, began.elapsed());
+        self.node.metrics.record_call(op, began.elapsed());
         match outcome {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(GuestError::Refused {
@@ -365,10 +375,10 @@ impl GuestSlot {
             }),
             Err(e) => {
                 let cause = fault_cause(&e);
-                self.shared.metrics.record_fault(&e);
+                self.node.metrics.record_fault(&e);
                 tracing::error!(adapter = %self.info.name, op, %cause, trace = %backtrace(&e), "guest stopped; re-instantiating");
                 *guard = None;
-                self.shared.instance_gone(
+                self.node.instance_gone(
                     self.generation(),
                     "adapter instance was restarted after a fault",
                 );
@@ -388,7 +398,7 @@ impl GuestSlot {
     }
 
     /// Calls `close` and drops the instance; the slot serves nothing afterwards.
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         let mut guard = self.live.lock().await;
         self.closed.store(true, Ordering::Release);
         if let Some(live) = guard.as_mut() {
@@ -401,8 +411,7 @@ impl GuestSlot {
             }
         }
         *guard = None;
-        self.shared
-            .instance_gone(self.generation(), "adapter closed");
+        self.node.instance_gone(self.generation(), "adapter closed");
     }
 
     /// Swaps this adapter out: waits for the call in progress, mutes it (a caller that
@@ -420,7 +429,7 @@ impl GuestSlot {
         let mut guard = self.live.lock().await;
         self.closed.store(true, Ordering::Release);
         *guard = None;
-        self.shared.instance_retired(self.generation());
+        self.node.instance_retired(self.generation());
     }
 
     /// What the live instance subscribed to.
@@ -433,16 +442,16 @@ impl GuestSlot {
     }
 
     async fn reinstantiate(&self) -> Result<Live, GuestError> {
-        let generation = self.shared.next_generation();
+        let generation = self.node.next_generation();
         self.generation.store(generation, Ordering::Release);
-        self.shared
+        self.node
             .metrics
             .reinstantiations
             .fetch_add(1, Ordering::Relaxed);
-        let namespaces = self.shared.namespace_names();
+        let namespaces = self.node.namespaces.names();
         let made = Made {
             component: &self.component,
-            shared: &self.shared,
+            node: &self.node,
             limits: self.limits,
             options: &self.options,
             links: &self.links,
@@ -455,7 +464,7 @@ impl GuestSlot {
 }
 
 /// How a slot's instances are made, besides the component.
-pub struct SlotSetup {
+pub(crate) struct SlotSetup {
     pub limits: Limits,
     /// The guest's options (JSON) for `init`.
     pub options: String,
@@ -466,7 +475,7 @@ pub struct SlotSetup {
 /// What every instance of one slot is made from.
 struct Made<'a> {
     component: &'a AdapterComponent,
-    shared: &'a Arc<Shared>,
+    node: &'a Arc<NodeState>,
     limits: Limits,
     options: &'a str,
     links: &'a Links,
@@ -481,7 +490,7 @@ async fn instantiate(
 ) -> Result<(Live, AdapterInfo), GuestError> {
     let Made {
         component,
-        shared,
+        node,
         limits,
         options,
         links,
@@ -491,16 +500,16 @@ async fn instantiate(
         adapter: component.source.clone(),
         cause,
     };
-    let rt = Runtime::global().map_err(|e| unavailable(e.to_string()))?;
-    let mut store = rt.store(
-        shared.clone(),
+    let engine = crate::runtime::engine().map_err(|e| unavailable(e.to_string()))?;
+    let state = HostState::new(
+        node.clone(),
         limits,
         generation,
         links.clone(),
         muted.clone(),
     );
-    store.data_mut().begin_call();
-    store.set_epoch_deadline(1);
+    let mut store = crate::runtime::store(engine, state);
+    begin_call(&mut store);
     let guest = component
         .pre
         .instantiate_async(&mut store)
@@ -508,7 +517,7 @@ async fn instantiate(
         .map_err(|e| unavailable(format!("instantiation failed: {}", fault_cause(&e))))?;
     let mut live = Live { store, guest };
     let args = InitArgs {
-        node_id: shared.node_id.clone(),
+        node_id: node.node_id.clone(),
         options: options.to_string(),
     };
     let init = run(&mut live, move |g, s| {
@@ -519,7 +528,7 @@ async fn instantiate(
         Ok(Err(e)) => return Err(unavailable(format!("init refused: {}", describe(&e)))),
         Err(e) => return Err(unavailable(format!("init failed: {}", fault_cause(&e)))),
     };
-    live.store.data_mut().traffic = shared.metrics.traffic(&traffic_label(&info));
+    live.store.data_mut().traffic = node.metrics.traffic(&traffic_label(&info));
     for nsp in namespaces {
         match invoke(&mut live, GuestCall::Open { nsp: nsp.clone() }).await {
             Ok(Ok(())) => {}
@@ -544,31 +553,11 @@ async fn run<R>(
     live: &mut Live,
     f: impl for<'a> FnOnce(&'a Host, &'a mut Store<HostState>) -> BoxFuture<'a, wasmtime::Result<R>>,
 ) -> wasmtime::Result<R> {
-    live.store.data_mut().begin_call();
-    live.store.set_epoch_deadline(1);
+    begin_call(&mut live.store);
     f(&live.guest, &mut live.store).await
 }
 
 /// How an adapter is named in the traffic counters.
 pub(crate) fn traffic_label(info: &AdapterInfo) -> String {
     format!("{}@{}", info.name, info.version)
-}
-
-/// One line saying why a call failed: our own stop reasons first, then the trap.
-fn fault_cause(e: &wasmtime::Error) -> String {
-    if let Some(stop) = e.downcast_ref::<Stop>() {
-        return stop.to_string();
-    }
-    e.root_cause().to_string()
-}
-
-/// The guest's wasm backtrace, on one line, for the log.
-fn backtrace(e: &wasmtime::Error) -> String {
-    format!("{e:?}")
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .take(24)
-        .collect::<Vec<_>>()
-        .join(" | ")
 }

@@ -16,48 +16,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::post;
-use serde::Deserialize;
+use rmpv::Value as Mp;
 use serde_json::{Value, json};
 use socketioxide::SocketIo;
 
-use crate::server::Ns;
-
-/// The request body.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PublishBody {
-    /// Default `/`.
-    namespace: Option<String>,
-    /// A room or a list of rooms; absent: every socket of the namespace.
-    room: Option<Rooms>,
-    /// Sockets in these rooms are left out.
-    except: Option<Rooms>,
-    event: String,
-    /// The event's one argument; absent: none.
-    data: Option<Value>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Rooms {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl Rooms {
-    fn list(self, field: &str) -> Result<Vec<String>, String> {
-        let list = match self {
-            Rooms::One(r) => vec![r],
-            Rooms::Many(l) => l,
-        };
-        if list.is_empty() || list.iter().any(String::is_empty) {
-            return Err(format!(
-                "`{field}` must be a non-empty room name or list of them"
-            ));
-        }
-        Ok(list)
-    }
-}
+use super::request::{Asker, Publish};
+use super::server::Ns;
 
 #[derive(Clone)]
 struct Api {
@@ -99,7 +63,7 @@ async fn publish(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Res
         );
     };
     match given_key(&headers) {
-        Some(k) if crate::admin::same_secret(k.as_bytes(), key.as_bytes()) => {}
+        Some(k) if super::admin::same_secret(k.as_bytes(), key.as_bytes()) => {}
         _ => {
             return error(
                 StatusCode::UNAUTHORIZED,
@@ -107,8 +71,14 @@ async fn publish(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Res
             );
         }
     }
-    let req: PublishBody = match serde_json::from_slice(&body) {
-        Ok(b) => b,
+    let req = match serde_json::from_slice::<Value>(&body) {
+        Ok(b) => rmpv::ext::to_value(b)
+            .map_err(|e| e.to_string())
+            .and_then(|b| Publish::parse(b, Asker::Api)),
+        Err(e) => Err(e.to_string()),
+    };
+    let req = match req {
+        Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("request body: {e}")),
     };
     match emit(&api.io, req).await {
@@ -118,14 +88,7 @@ async fn publish(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Res
 }
 
 /// Emits `req`; the number of this node's sockets it targeted.
-async fn emit(io: &SocketIo<Ns>, req: PublishBody) -> Result<usize, (StatusCode, String)> {
-    let bad = |m: String| (StatusCode::BAD_REQUEST, m);
-    if req.event.is_empty() || crate::server::RESERVED.contains(&req.event.as_str()) {
-        return Err(bad(format!(
-            "`event` `{}` cannot be published (empty or reserved by socket.io)",
-            req.event
-        )));
-    }
+async fn emit(io: &SocketIo<Ns>, req: Publish) -> Result<usize, (StatusCode, String)> {
     let nsp = req.namespace.unwrap_or_else(|| "/".into());
     let Some(mut op) = io.of(nsp.as_str()) else {
         return Err((
@@ -133,15 +96,15 @@ async fn emit(io: &SocketIo<Ns>, req: PublishBody) -> Result<usize, (StatusCode,
             format!("no namespace `{nsp}` on this node"),
         ));
     };
-    if let Some(rooms) = req.room {
-        op = op.to(rooms.list("room").map_err(bad)?);
+    if let Some(rooms) = req.rooms {
+        op = op.to(rooms);
     }
     if let Some(except) = req.except {
-        op = op.except(except.list("except").map_err(bad)?);
+        op = op.except(except);
     }
     let count = op.clone().local().sockets().len();
     let sent = match &req.data {
-        Some(data) => op.emit(&req.event, data).await,
+        Some(data) => op.emit(&req.event, data as &Mp).await,
         // An empty tuple is spread into no arguments (`()` would be one `null`).
         None => op.emit(&req.event, &[(); 0]).await,
     };

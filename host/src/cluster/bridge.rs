@@ -14,22 +14,27 @@ use socketioxide_core::adapter::{
 use socketioxide_core::packet::Packet;
 use socketioxide_core::{Sid, Str, Uid};
 
-use crate::adapter::Adapter;
-use crate::capabilities::LocalNamespace;
-use crate::codec;
-use crate::runtime::GuestCall;
+use super::adapter::Adapter;
+use super::answers::RequestError;
+use super::codec;
+use super::guest::{GuestCall, GuestError};
+use crate::capabilities::{LocalError, LocalNamespace};
+use crate::runtime::SocketInfo;
+use crate::runtime::bindings::BroadcastOpts;
 use crate::runtime::bindings::wasio::adapter::requests::Answer;
-use crate::runtime::{BroadcastOpts, GuestError, SocketInfo};
 
 /// An error of the wasm adapter, as socketioxide sees it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The guest refused or failed the operation.
     #[error(transparent)]
     Guest(#[from] GuestError),
+    /// A packet could not be encoded for the guest.
     #[error(transparent)]
     Codec(#[from] codec::CodecError),
-    #[error("cluster request failed: {0}")]
-    Request(String),
+    /// A cluster request got no full answer.
+    #[error(transparent)]
+    Request(#[from] RequestError),
 }
 
 impl From<Error> for AdapterError {
@@ -58,19 +63,6 @@ pub struct WasmAdapter<E> {
 impl<E: SocketEmitter> WasmAdapter<E> {
     fn relayed(&self, opts: &BroadcastOptions) -> bool {
         !opts.is_local(self.local.server_id())
-    }
-
-    /// A cluster request through the guest; a node that did not answer in time fails
-    /// it, as in socket.io.
-    async fn request(
-        &self,
-        op: &'static str,
-        start: impl FnOnce(u64) -> GuestCall,
-    ) -> Result<Vec<Answer>, Error> {
-        self.adapter
-            .request(op, start)
-            .await?
-            .map_err(|failed| Error::Request(failed.message))
     }
 }
 
@@ -125,7 +117,7 @@ impl<E: SocketEmitter> CoreAdapter<E> for WasmAdapter<E> {
     fn init(self: Arc<Self>, on_success: impl FnOnce() + Send + 'static) -> InitRes {
         let weak: Weak<dyn LocalNamespace> =
             Arc::downgrade(&(self.clone() as Arc<dyn LocalNamespace>));
-        self.adapter.shared().add_namespace(&self.nsp, weak);
+        self.adapter.node().namespaces.add(&self.nsp, weak);
         let fut = async move {
             let nsp = self.nsp.clone();
             self.adapter.call("open", GuestCall::Open { nsp }).await?;
@@ -136,20 +128,13 @@ impl<E: SocketEmitter> CoreAdapter<E> for WasmAdapter<E> {
     }
 
     async fn close(&self) -> Result<(), Error> {
-        self.adapter.shared().remove_namespace(&self.nsp);
+        self.adapter.node().namespaces.remove(&self.nsp);
         Ok(())
     }
 
     async fn server_count(&self) -> Result<u16, Error> {
-        let nsp = self.nsp.clone();
-        let answers = self
-            .request("server-count", |id| GuestCall::ServerCount { nsp, id })
-            .await?;
-        let count = answers.iter().rev().find_map(|a| match a {
-            Answer::ServerCount(n) => Some(*n),
-            _ => None,
-        });
-        Ok(count.unwrap_or(1).min(u16::MAX as u32) as u16)
+        let count = self.adapter.remote_server_count(&self.nsp).await?;
+        Ok(count.min(u16::MAX as u32) as u16)
     }
 
     async fn broadcast(
@@ -190,7 +175,7 @@ impl<E: SocketEmitter> CoreAdapter<E> for WasmAdapter<E> {
         let Some((encoded, wit_opts)) = relay else {
             return Ok(stream::select(local, stream::empty().boxed()).fuse());
         };
-        let handle = self.adapter.shared().open_request();
+        let handle = self.adapter.node().requests.open();
         let call = GuestCall::BroadcastWithAck {
             nsp: self.nsp.clone(),
             id: handle.id,
@@ -234,10 +219,10 @@ impl<E: SocketEmitter> CoreAdapter<E> for WasmAdapter<E> {
                 rooms.iter().map(|r| r.to_string()).collect(),
             )
         });
-        let shared = self.adapter.shared();
-        if shared.watches(&self.nsp) {
+        let node = self.adapter.node();
+        if node.namespaces.watches(&self.nsp) {
             let names: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
-            shared.rooms_joined(&self.nsp, &names);
+            node.rooms_joined(&self.nsp, &names);
         }
         self.local.add_sockets(opts, rooms);
         if let Some((opts, rooms)) = relay {
@@ -306,29 +291,18 @@ impl<E: SocketEmitter> CoreAdapter<E> for WasmAdapter<E> {
         if self.relayed(&opts) && opts.sid.is_some() {
             // One remote socket's rooms (`RemoteSocket::rooms`): all-rooms requests name
             // no socket, so ask for that socket instead.
-            let (nsp, wit) = (self.nsp.clone(), codec::opts_to_wit(&opts));
-            let answers = self
-                .request("fetch-sockets", |id| GuestCall::FetchSockets {
-                    nsp,
-                    id,
-                    opts: wit,
-                })
+            let nodes = self
+                .adapter
+                .remote_sockets(&self.nsp, codec::opts_to_wit(&opts))
                 .await?;
-            for a in answers {
-                if let Answer::Sockets(list) = a {
-                    rooms.extend(list.into_iter().flat_map(|s| s.rooms).map(Room::Owned));
-                }
-            }
+            let theirs = nodes.into_iter().flatten().flat_map(|s| s.rooms);
+            rooms.extend(theirs.map(Room::Owned));
         } else if self.relayed(&opts) {
-            let (nsp, wit) = (self.nsp.clone(), codec::opts_to_wit(&opts));
-            let answers = self
-                .request("all-rooms", |id| GuestCall::AllRooms { nsp, id, opts: wit })
+            let theirs = self
+                .adapter
+                .remote_rooms(&self.nsp, codec::opts_to_wit(&opts))
                 .await?;
-            for a in answers {
-                if let Answer::Rooms(r) = a {
-                    rooms.extend(r.into_iter().map(Room::Owned));
-                }
-            }
+            rooms.extend(theirs.into_iter().map(Room::Owned));
         }
         Ok(rooms.into_iter().collect())
     }
@@ -336,17 +310,12 @@ impl<E: SocketEmitter> CoreAdapter<E> for WasmAdapter<E> {
     async fn fetch_sockets(&self, opts: BroadcastOptions) -> Result<Vec<RemoteSocketData>, Error> {
         let mut sockets = self.local.fetch_sockets(opts.clone());
         if self.relayed(&opts) {
-            let (nsp, wit) = (self.nsp.clone(), codec::opts_to_wit(&opts));
-            let answers = self
-                .request("fetch-sockets", |id| GuestCall::FetchSockets {
-                    nsp,
-                    id,
-                    opts: wit,
-                })
+            let nodes = self
+                .adapter
+                .remote_sockets(&self.nsp, codec::opts_to_wit(&opts))
                 .await?;
             let ns = Str::from(self.nsp.clone());
-            for a in answers {
-                let Answer::Sockets(list) = a else { continue };
+            for list in nodes {
                 // socketioxide can only name sockets with its own id format; others
                 // (a Node.js node's) are left out of this typed view.
                 sockets.extend(list.into_iter().filter_map(|s| {
@@ -367,8 +336,8 @@ impl<E: SocketEmitter> CoreAdapter<E> for WasmAdapter<E> {
 }
 
 impl<E: SocketEmitter> LocalNamespace for WasmAdapter<E> {
-    fn broadcast(&self, packet: &[u8], opts: &BroadcastOpts) -> Result<(), String> {
-        let packet = codec::decode_packet(packet, &self.nsp).map_err(|e| e.to_string())?;
+    fn broadcast(&self, packet: &[u8], opts: &BroadcastOpts) -> Result<(), LocalError> {
+        let packet = codec::decode_packet(packet, &self.nsp).map_err(invalid)?;
         // Socket errors (a client's buffer full, a closed socket) are per client and
         // must not fail the message for the others.
         if let Err(e) = self.local.broadcast(packet, codec::opts_from_wit(opts)) {
@@ -382,8 +351,8 @@ impl<E: SocketEmitter> LocalNamespace for WasmAdapter<E> {
         packet: &[u8],
         opts: &BroadcastOpts,
         timeout: Option<Duration>,
-    ) -> Result<(BoxStream<'static, Vec<u8>>, u32), String> {
-        let packet = codec::decode_packet(packet, &self.nsp).map_err(|e| e.to_string())?;
+    ) -> Result<(BoxStream<'static, Vec<u8>>, u32), LocalError> {
+        let packet = codec::decode_packet(packet, &self.nsp).map_err(invalid)?;
         let (acks, count) =
             self.local
                 .broadcast_with_ack(packet, codec::opts_from_wit(opts), timeout);
@@ -399,15 +368,17 @@ impl<E: SocketEmitter> LocalNamespace for WasmAdapter<E> {
         self.local.del_sockets(codec::opts_from_wit(opts), rooms);
     }
 
-    fn disconnect(&self, opts: &BroadcastOpts, _close: bool) -> Result<(), String> {
+    fn disconnect(&self, opts: &BroadcastOpts, _close: bool) -> Result<(), LocalError> {
         self.local
             .disconnect_socket(codec::opts_from_wit(opts))
-            .map_err(|e| format!("{} sockets could not be disconnected", e.len()))
+            .map_err(|e| {
+                LocalError::Failed(format!("{} sockets could not be disconnected", e.len()))
+            })
     }
 
     fn fetch(&self, opts: &BroadcastOpts) -> Vec<SocketInfo> {
         let server_id = self.local.server_id().to_string();
-        let inspect = self.adapter.shared().inspector();
+        let inspect = self.adapter.node().hooks.inspector();
         self.local
             .fetch_sockets(codec::opts_from_wit(opts))
             .into_iter()
@@ -460,4 +431,8 @@ impl<E: SocketEmitter> LocalNamespace for WasmAdapter<E> {
 /// An empty handshake map and a nil `data`, for sockets nobody described.
 fn empty_details() -> (Vec<u8>, Vec<u8>) {
     (vec![0x80], vec![0xc0])
+}
+
+fn invalid(e: codec::CodecError) -> LocalError {
+    LocalError::Invalid(e.to_string())
 }

@@ -9,18 +9,23 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::adapter::{AdapterOptions, WasmSource};
-use crate::datasource::DatasourceSpec;
-use crate::runtime::{Capability, Limits};
+mod options;
+
+pub use options::{AdapterOptions, Capability, DatasourceSpec, Limits, WasmSource};
 
 /// The whole config file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// `[server]`.
     pub server: ServerConfig,
+    /// `[adapter]`.
     pub adapter: AdapterConfig,
+    /// `[datasources.NAME]`.
     pub datasources: BTreeMap<String, Datasource>,
+    /// `[limits]`.
     pub limits: LimitsConfig,
+    /// `[admin]`.
     pub admin: AdminConfig,
 }
 
@@ -107,7 +112,9 @@ fn default_publish_buffer() -> usize {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Connector {
+    /// Redis pub/sub (`redis://`, `rediss://`).
     Redis,
+    /// A MongoDB collection (`mongodb://`).
     Mongodb,
     /// The in-process bus (`memory://NAME`): nodes of one process only.
     Memory,

@@ -13,12 +13,14 @@ use tokio::sync::oneshot;
 
 use super::CheckOptions;
 use super::client::{Client, Incoming};
-use crate::adapter::{Adapter, AdapterOptions};
 use crate::capabilities::ServerSideEvent;
+use crate::cluster::Adapter;
+use crate::config::AdapterOptions;
+use crate::config::Capability;
+use crate::config::DatasourceSpec;
 use crate::config::{Connector, ServerConfig};
-use crate::datasource::{DatasourceSpec, PubSubLink};
-use crate::runtime::Capability;
-use crate::server::{self, Ns};
+use crate::datasource::PubSubLink;
+use crate::serve::server::{self, Ns};
 
 pub const NODES: usize = 3;
 pub const CLIENTS_PER_NODE: usize = 2;
@@ -89,7 +91,7 @@ impl Cluster {
 
     /// The adapter's `init` answer: (name, version).
     pub fn adapter_info(&self) -> (String, String) {
-        let info = self.nodes[0].adapter.info();
+        let info = self.nodes[0].adapter.status().current;
         (info.name, info.version)
     }
 
@@ -156,7 +158,7 @@ impl Cluster {
     }
 
     /// The link of node `n` to the MongoDB datasource, if it has one.
-    pub fn docstore(&self, n: usize) -> Option<Arc<crate::datasource::MongoDocStore>> {
+    pub fn docstore(&self, n: usize) -> Option<Arc<crate::datasource::mongo::MongoDocStore>> {
         self.nodes[n].adapter.0.slot.load().links().docstore.clone()
     }
 

@@ -1,5 +1,5 @@
 //! The node's counters: guest faults and swaps (on `/healthz`), guest call latency
-//! and datasource traffic per adapter (on `/metrics`, see [`crate::prometheus`]).
+//! and datasource traffic per adapter (on `/metrics`, rendered by `serve::prometheus`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +28,7 @@ pub struct Metrics {
     /// Swaps refused (the running adapter kept serving).
     pub failed_swaps: AtomicU64,
     /// Linear memory of the instance that last grew (the serving one, in practice).
-    pub guest_memory_bytes: AtomicU64,
+    pub guest_memory_bytes: Arc<AtomicU64>,
     /// Latency of guest calls, by operation (`broadcast`, `on-message`, ...).
     calls: RwLock<BTreeMap<&'static str, Arc<Histogram>>>,
     /// Datasource traffic, by adapter (`NAME@VERSION`): kept across swaps, so a rate
@@ -109,6 +109,7 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// Records one call that took `took`.
     pub fn record(&self, took: Duration) {
         let us = took.as_micros() as u64;
         let i = CALL_BUCKETS_US.partition_point(|&b| b < us);

@@ -14,8 +14,8 @@ use socketioxide::SocketIo;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::adapter::Adapter;
-use crate::server::Ns;
+use super::server::Ns;
+use crate::cluster::Adapter;
 
 /// Exit code when the drain did not finish (timeout or second signal).
 const EXIT_UNFINISHED: i32 = 1;
@@ -175,11 +175,13 @@ mod tests {
             port: 0,
             ..Default::default()
         };
-        let (router, _io) = crate::server::app(adapter.clone(), &config).await.unwrap();
+        let (router, _io) = crate::serve::server::app(adapter.clone(), &config)
+            .await
+            .unwrap();
         let draining = Draining::default();
         let router = router.layer(axum::Extension(draining.clone()));
         let (bound_tx, bound) = tokio::sync::oneshot::channel();
-        tokio::spawn(crate::server::serve(
+        tokio::spawn(crate::serve::server::serve(
             router,
             std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             move |a| {
@@ -188,7 +190,7 @@ mod tests {
             std::future::pending(),
         ));
         let base = format!("http://{}", bound.await.unwrap());
-        let get = || crate::admin::call(&base, "", "GET", "/healthz", None);
+        let get = || crate::serve::admin::call(&base, "", "GET", "/healthz", None);
         let (code, body) = get().await.unwrap();
         assert_eq!((code, body["status"].as_str()), (200, Some("ok")));
         draining.start();

@@ -20,23 +20,13 @@ use socketioxide::handler::{ConnectHandler, FromMessageParts};
 use tokio::sync::mpsc;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::adapter::Adapter;
-use crate::bridge::WasmAdapter;
+use super::request::{Asker, Publish, room_list};
+use super::shutdown::Draining;
+use crate::cluster::{Adapter, WasmAdapter};
 use crate::config::ServerConfig;
-use crate::shutdown::Draining;
 
 /// The adapter type of the standalone server's namespaces.
 pub type Ns = WasmAdapter<socketioxide::adapter::Emitter>;
-
-/// Events the relay protocol reserves: socket.io's own.
-pub(crate) const RESERVED: &[&str] = &[
-    "connect",
-    "connect_error",
-    "disconnect",
-    "disconnecting",
-    "newListener",
-    "removeListener",
-];
 
 /// The axum app (Socket.IO included) for `adapter`, and the `SocketIo` handle.
 pub async fn app(
@@ -67,7 +57,7 @@ pub async fn app(
             io.ns(nsp.clone(), on_connect.with(relay.clone())).await?;
         }
     }
-    adapter.set_socket_inspector(crate::handshake::inspector(io.clone()));
+    adapter.set_socket_inspector(super::handshake::inspector(io.clone()));
 
     let health_adapter = adapter.clone();
     let router = Router::new()
@@ -77,7 +67,7 @@ pub async fn app(
             "/healthz",
             get(move |d: Option<Extension<Draining>>| health(health_adapter.clone(), d)),
         )
-        .merge(crate::publish::router(
+        .merge(super::publish::router(
             io.clone(),
             server.api_key.as_deref(),
         ))
@@ -124,14 +114,14 @@ fn cors(origins: &[String]) -> CorsLayer {
 async fn index() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        include_str!("../static/index.html"),
+        include_str!("../../static/index.html"),
     )
 }
 
 async fn client_bundle() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/javascript")],
-        include_str!("../static/socket.io.min.js"),
+        include_str!("../../static/socket.io.min.js"),
     )
 }
 
@@ -144,14 +134,18 @@ async fn health(adapter: Adapter, draining: Option<Extension<Draining>>) -> impl
     } else {
         (StatusCode::OK, "ok")
     };
-    let info = adapter.info();
-    let (source, sha256) = adapter.component();
+    let current = adapter.status().current;
     (
         code,
         Json(json!({
             "status": status,
             "node_id": adapter.node_id(),
-            "adapter": { "name": info.name, "version": info.version, "source": source, "sha256": sha256 },
+            "adapter": {
+                "name": current.name,
+                "version": current.version,
+                "source": current.source,
+                "sha256": current.sha256,
+            },
             "guest": adapter.metrics().to_json(),
             "datasource": adapter.datasource_status(),
         })),
@@ -168,7 +162,7 @@ async fn register_relay(
     TryData(auth): TryData<Mp>,
     adapter: Adapter,
 ) -> Result<(), std::convert::Infallible> {
-    crate::handshake::record(&socket, auth.unwrap_or(Mp::Map(vec![])));
+    super::handshake::record(&socket, auth.unwrap_or(Mp::Map(vec![])));
     // As in socket.io, a socket is in the room of its own id: other nodes (Node.js ones
     // too) address a single socket that way.
     let own = [socket.id.to_string()];
@@ -302,19 +296,6 @@ fn sorted_rooms(socket: &SocketRef<Ns>) -> Vec<String> {
     rooms
 }
 
-/// A room name or a non-empty list of them.
-fn room_list(v: &Mp) -> Result<Vec<String>, String> {
-    let one = |v: &Mp| match v.as_str() {
-        Some(s) if !s.is_empty() => Ok(s.to_string()),
-        _ => Err("a room must be a non-empty string".to_string()),
-    };
-    match v {
-        Mp::Array(items) if !items.is_empty() => items.iter().map(one).collect(),
-        Mp::Array(_) => Err("the room list is empty".into()),
-        other => one(other).map(|r| vec![r]),
-    }
-}
-
 fn on_join(socket: &SocketRef<Ns>, adapter: &Adapter, arg: Result<Mp, String>, ack: AckSender<Ns>) {
     match arg.and_then(|a| room_list(&a)) {
         Ok(rooms) => {
@@ -336,60 +317,13 @@ fn on_leave(socket: &SocketRef<Ns>, arg: Result<Mp, String>, ack: AckSender<Ns>)
     }
 }
 
-/// A validated `publish` request.
-struct Publish {
-    rooms: Option<Vec<String>>,
-    event: String,
-    data: Mp,
-    except_self: bool,
-}
-
-fn parse_publish(arg: Mp) -> Result<Publish, String> {
-    let Mp::Map(fields) = arg else {
-        return Err("expected an object {room?, event, data?, exceptSelf?}".into());
-    };
-    let (mut rooms, mut event, mut data, mut except_self) = (None, None, Mp::Nil, false);
-    for (k, v) in fields {
-        match k.as_str() {
-            Some("room") => {
-                rooms = if v.is_nil() {
-                    None
-                } else {
-                    Some(room_list(&v)?)
-                }
-            }
-            Some("event") => {
-                event = Some(v.as_str().ok_or("`event` must be a string")?.to_string())
-            }
-            Some("data") => data = v,
-            Some("exceptSelf") => {
-                except_self = v.as_bool().ok_or("`exceptSelf` must be a boolean")?
-            }
-            Some(other) => return Err(format!("unknown field `{other}`")),
-            None => return Err("field names must be strings".into()),
-        }
-    }
-    let event = event.ok_or("`event` is required")?;
-    if event.is_empty() || RESERVED.contains(&event.as_str()) {
-        return Err(format!(
-            "`{event}` cannot be published (empty or reserved by socket.io)"
-        ));
-    }
-    Ok(Publish {
-        rooms,
-        event,
-        data,
-        except_self,
-    })
-}
-
 async fn on_publish(
     socket: &SocketRef<Ns>,
     io: &SocketIo<Ns>,
     arg: Result<Mp, String>,
     ack: AckSender<Ns>,
 ) {
-    let req = match arg.and_then(parse_publish) {
+    let req = match arg.and_then(|a| Publish::parse(a, Asker::Socket)) {
         Ok(req) => req,
         Err(e) => return reply(ack, json!({ "error": format!("publish: {e}") })),
     };
@@ -403,7 +337,7 @@ async fn on_publish(
         (None, false) => all,
     };
     let count = op.clone().sockets().len();
-    match op.emit(&req.event, &req.data).await {
+    match op.emit(&req.event, &req.data.unwrap_or(Mp::Nil)).await {
         Ok(()) => reply(ack, json!({ "ok": true, "count": count })),
         // Clients whose buffer was full (or that just closed) did not get it; the
         // others did.

@@ -12,7 +12,7 @@ use socketioxide_core::adapter::{BroadcastFlags, BroadcastOptions, Room};
 use socketioxide_core::packet::{Packet, PacketData};
 use socketioxide_core::{Sid, Str, Uid, Value};
 
-use crate::runtime::{BroadcastFlags as WitFlags, BroadcastOpts};
+use crate::runtime::bindings::{BroadcastFlags as WitFlags, BroadcastOpts};
 
 /// Why a packet could not cross the boundary.
 #[derive(Debug, thiserror::Error)]

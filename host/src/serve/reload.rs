@@ -10,39 +10,20 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::{Mutex, mpsc, watch};
 
-use crate::adapter::{Adapter, WasmSource};
-use crate::config::{Config, resolve_wasm};
-use crate::swap::{SwapError, SwapReport};
+use crate::cluster::{Adapter, SwapError, SwapReport};
+use crate::config::{AdapterOptions, Config, WasmSource, resolve_wasm};
+use crate::runtime::sha256_hex;
 
 /// Quiet time after the last change to the `.wasm` before swapping: editors and
 /// `cp` write a file in several steps.
 const DEBOUNCE: Duration = Duration::from_millis(250);
 
-/// The adapter as chosen: what "keep the current one" means for the next swap.
-#[derive(Clone, Debug)]
-struct Choice {
-    /// The `.wasm` file, when the adapter is one (not a built-in or an upload).
-    file: Option<PathBuf>,
-    datasource: Option<String>,
-    options: serde_json::Value,
-}
-
-impl Choice {
-    fn from_config(config: &Config) -> Choice {
-        Choice {
-            file: config.wasm_path(),
-            datasource: config.adapter.datasource.clone(),
-            options: serde_json::to_value(&config.adapter.options).unwrap_or_default(),
-        }
+/// The `.wasm` file an adapter runs from, when it is one (not a built-in or an upload).
+fn file_of(opts: &AdapterOptions) -> Option<PathBuf> {
+    match &opts.source {
+        WasmSource::File(p) => Some(p.clone()),
+        WasmSource::Builtin(_) | WasmSource::Bytes { .. } => None,
     }
-}
-
-struct State {
-    /// The config as last loaded (datasources, limits, timeouts).
-    config: Config,
-    current: Choice,
-    /// What a rollback returns to, as the adapter keeps it.
-    previous: Option<Choice>,
 }
 
 /// Which component to swap to.
@@ -72,11 +53,13 @@ pub enum NodeError {
     Swap(#[from] SwapError),
 }
 
-/// This node's adapter and config, and the one lock all swaps take.
+/// This node's adapter and config, and the one lock all swaps take. What runs now and
+/// what a rollback returns to are the adapter's own record (`Adapter::recipes`).
 pub struct Node {
     adapter: Adapter,
     config_path: Option<PathBuf>,
-    state: Mutex<State>,
+    /// The config as last loaded (datasources, limits, timeouts); held for a whole swap.
+    config: Mutex<Config>,
     /// The `.wasm` file the watcher follows.
     watched: watch::Sender<Option<PathBuf>>,
     /// How often the admin page's connection history is sampled.
@@ -86,18 +69,13 @@ pub struct Node {
 impl Node {
     /// `config` as loaded from `config_path`; `adapter` is the one it describes.
     pub fn new(adapter: Adapter, config: Config, config_path: Option<PathBuf>) -> Arc<Node> {
-        let current = Choice::from_config(&config);
-        let (watched, _) = watch::channel(current.file.clone());
+        let (watched, _) = watch::channel(file_of(&adapter.recipes().0));
         let history_interval = std::time::Duration::from_millis(config.admin.history_interval_ms);
         Arc::new(Node {
             adapter,
             config_path,
             history_interval,
-            state: Mutex::new(State {
-                config,
-                current,
-                previous: None,
-            }),
+            config: Mutex::new(config),
             watched,
         })
     }
@@ -113,53 +91,37 @@ impl Node {
 
     /// Swaps to `req` (`why` says who asked, for the log).
     pub async fn swap(&self, req: SwapRequest, why: &str) -> Result<SwapReport, NodeError> {
-        let mut state = self.state.lock().await;
+        let config = self.config.lock().await;
+        let current = self.adapter.recipes().0;
         let datasource = req
             .datasource
-            .unwrap_or_else(|| state.current.datasource.clone());
-        let options = req.options.unwrap_or_else(|| state.current.options.clone());
+            .unwrap_or_else(|| current.datasource.map(|d| d.name));
+        let options = req.options.unwrap_or(current.options);
         let (wasm, upload) = match req.wasm {
             Wasm::Path(p) => (resolve_wasm(self.config_path.as_deref(), &p), None),
             Wasm::Upload { label, bytes } => {
                 (label.clone(), Some(WasmSource::Bytes { label, bytes }))
             }
         };
-        let mut opts = state
-            .config
-            .adapter_options_for(&wasm, datasource.as_deref(), Some(options.clone()))
+        let mut opts = config
+            .adapter_options_for(&wasm, datasource.as_deref(), Some(options))
             .map_err(|e| NodeError::BadRequest(e.0))?;
-        let file = match upload {
-            Some(source) => {
-                opts.source = source;
-                None
-            }
-            None => match &opts.source {
-                WasmSource::File(p) => Some(p.clone()),
-                _ => None,
-            },
-        };
+        if let Some(source) = upload {
+            opts.source = source;
+        }
         // The adapter logs the swap's outcome; this says who asked for it.
-        tracing::info!("{why}: swapping to {}", source_label(&opts.source));
+        tracing::info!("{why}: swapping to {}", opts.source.label());
         let report = self.adapter.swap(opts).await?;
-        let next = Choice {
-            file,
-            datasource,
-            options,
-        };
-        state.previous = Some(std::mem::replace(&mut state.current, next));
-        self.watch(state.current.file.clone());
+        self.watch_running();
         Ok(report)
     }
 
     /// Swaps back to the adapter that ran before the last swap.
     pub async fn rollback(&self, why: &str) -> Result<SwapReport, NodeError> {
-        let mut state = self.state.lock().await;
+        let _config = self.config.lock().await;
         tracing::info!("{why}: rolling back");
         let report = self.adapter.rollback().await?;
-        if let Some(previous) = state.previous.take() {
-            state.previous = Some(std::mem::replace(&mut state.current, previous));
-        }
-        self.watch(state.current.file.clone());
+        self.watch_running();
         Ok(report)
     }
 
@@ -170,29 +132,28 @@ impl Node {
             tracing::warn!("SIGHUP: no config file to re-read (started without --config)");
             return;
         };
-        let config = match Config::load(Some(path), std::env::vars()) {
+        let loaded = match Config::load(Some(path), std::env::vars()) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!("SIGHUP: config refused, nothing changed: {e}");
                 return;
             }
         };
-        let mut state = self.state.lock().await;
+        let mut config = self.config.lock().await;
         tracing::info!(
             "SIGHUP: swapping to the [adapter] of {}: {}",
             path.display(),
-            config.adapter.wasm
+            loaded.adapter.wasm
         );
-        if self.adapter.swap(config.adapter_options()).await.is_ok() {
-            let next = Choice::from_config(&config);
-            state.config = config;
-            state.previous = Some(std::mem::replace(&mut state.current, next));
-            self.watch(state.current.file.clone());
+        if self.adapter.swap(loaded.adapter_options()).await.is_ok() {
+            *config = loaded;
+            self.watch_running();
         }
     }
 
-    /// Points the watcher at `file`; the same file keeps its watch.
-    fn watch(&self, file: Option<PathBuf>) {
+    /// Points the watcher at the running adapter's file; the same file keeps its watch.
+    fn watch_running(&self) {
+        let file = file_of(&self.adapter.recipes().0);
         self.watched.send_if_modified(|w| {
             let changed = *w != file;
             *w = file;
@@ -214,8 +175,8 @@ impl Node {
             }
         };
         {
-            let state = self.state.lock().await;
-            if state.current.file.as_deref() != Some(path) {
+            let _config = self.config.lock().await;
+            if file_of(&self.adapter.recipes().0).as_deref() != Some(path) {
                 return;
             }
             if sha256_hex(&bytes) == self.adapter.status().current.sha256 {
@@ -231,22 +192,6 @@ impl Node {
         // The adapter logs a refusal; a later change tries again.
         let _ = self.swap(req, "file watcher").await;
     }
-}
-
-fn source_label(source: &WasmSource) -> String {
-    match source {
-        WasmSource::Builtin(name) => format!("builtin:{name}"),
-        WasmSource::File(path) => path.display().to_string(),
-        WasmSource::Bytes { label, .. } => label.clone(),
-    }
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Starts the `.wasm` watcher and the SIGHUP handler; both end when `stop` turns true.

@@ -1,4 +1,8 @@
-//! The `wasio` command line.
+//! The `wasio` command line: `serve`, the admin client (`adapter status|swap|rollback`),
+//! the conformance kit (`adapter check`) and the templates (`adapter new`).
+
+pub(crate) mod kit;
+mod template;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +11,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 
-use crate::adapter::Adapter;
+use crate::cluster::Adapter;
 use crate::config::Config;
 
 #[derive(Parser)]
@@ -115,7 +119,7 @@ enum AdapterCommand {
         name: String,
         /// The language.
         #[arg(long, value_enum)]
-        lang: crate::template::Lang,
+        lang: template::Lang,
         /// Where to write it (default: ./NAME).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -214,24 +218,23 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
         Ok(a) => a,
         Err(e) => return refuse(format!("{label}: {e:#}")),
     };
-    let info = adapter.info();
-    let (source, sha256) = adapter.component();
+    let info = adapter.status().current;
     if check {
         println!(
-            "ok: {label}: adapter `{}` {} from {source} (sha256 {sha256})",
-            info.name, info.version
+            "ok: {label}: adapter `{}` {} from {} (sha256 {})",
+            info.name, info.version, info.source, info.sha256
         );
         adapter.close().await;
         return ExitCode::SUCCESS;
     }
-    let (router, io) = match crate::server::app(adapter.clone(), &config.server).await {
+    let (router, io) = match crate::serve::server::app(adapter.clone(), &config.server).await {
         Ok(app) => app,
         Err(e) => return refuse(format!("{label}: {e:#}")),
     };
     let addr = SocketAddr::new(config.server.host, config.server.port);
     let shutdown_timeout = std::time::Duration::from_millis(config.server.shutdown_timeout_ms);
     // Listening from here on: a signal during start-up is not lost.
-    let signals = match crate::shutdown::Signals::new() {
+    let signals = match crate::serve::shutdown::Signals::new() {
         Ok(s) => s,
         Err(e) => return refuse(format!("cannot listen for signals: {e}")),
     };
@@ -242,8 +245,8 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
         .token
         .clone()
         .map(|token| (config.admin.listen, token));
-    let node = crate::reload::Node::new(adapter.clone(), config, config_path);
-    if let Err(e) = crate::reload::spawn(node.clone(), stop.clone()) {
+    let node = crate::serve::reload::Node::new(adapter.clone(), config, config_path);
+    if let Err(e) = crate::serve::reload::spawn(node.clone(), stop.clone()) {
         return refuse(format!("{e:#}"));
     }
     match admin {
@@ -259,10 +262,10 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
             if let Ok(a) = listener.local_addr() {
                 tracing::info!("admin API listening on http://{a}");
             }
-            let router = crate::admin::router(node, &token);
+            let router = crate::serve::admin::router(node, &token);
             let stop = stop.clone();
             tokio::spawn(async move {
-                if let Err(e) = crate::admin::serve(listener, router, stop).await {
+                if let Err(e) = crate::serve::admin::serve(listener, router, stop).await {
                     tracing::error!("admin API: {e:#}");
                 }
             });
@@ -270,23 +273,23 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
         None => tracing::info!("admin API off (no admin.token configured)"),
     }
     let bound = move |addr: SocketAddr| {
-        tracing::info!(adapter = %info.name, version = %info.version, %source, "wasio listening on http://{addr}");
+        tracing::info!(adapter = %info.name, version = %info.version, source = %info.source, "wasio listening on http://{addr}");
     };
     let mut server_stop = stop;
     let stopped = async move {
         let _ = server_stop.wait_for(|s| *s).await;
     };
-    let draining = crate::shutdown::Draining::default();
+    let draining = crate::serve::shutdown::Draining::default();
     let router = router.layer(axum::Extension(draining.clone()));
-    let server = tokio::spawn(crate::server::serve(router, addr, bound, stopped));
-    let node = crate::shutdown::Node {
+    let server = tokio::spawn(crate::serve::server::serve(router, addr, bound, stopped));
+    let node = crate::serve::shutdown::Node {
         draining,
         stop: stop_tx,
         io,
         adapter,
         timeout: shutdown_timeout,
     };
-    crate::shutdown::run(server, node, signals).await
+    crate::serve::shutdown::run(server, node, signals).await
 }
 
 /// `wasio adapter ...`: one admin API request, its answer printed.
@@ -321,7 +324,8 @@ async fn adapter_command(args: AdminArgs, command: AdapterCommand) -> ExitCode {
         // Handled in `main`: they need no node.
         AdapterCommand::Check { .. } | AdapterCommand::New { .. } => return ExitCode::FAILURE,
     };
-    let (status, answer) = match crate::admin::call(&base, &token, method, &path, body).await {
+    let (status, answer) = match crate::serve::admin::call(&base, &token, method, &path, body).await
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -352,13 +356,13 @@ async fn check(file: String, datasource: String, options: String, wait_ms: u64) 
         Ok(_) => return refuse("--options: expected a JSON object"),
         Err(e) => return refuse(format!("--options: not JSON: {e}")),
     };
-    let opts = crate::check::CheckOptions {
-        wasm: crate::adapter::WasmSource::parse(&file),
+    let opts = kit::CheckOptions {
+        wasm: crate::config::WasmSource::parse(&file),
         datasource,
         options,
         patience: std::time::Duration::from_millis(wait_ms),
     };
-    match crate::check::run(opts).await {
+    match kit::run(opts).await {
         Ok(report) => {
             print!("{}", report.table());
             if report.passed() {
@@ -372,9 +376,9 @@ async fn check(file: String, datasource: String, options: String, wait_ms: u64) 
 }
 
 /// `wasio adapter new`: writes the project and says how to build and check it.
-fn new_project(name: &str, lang: crate::template::Lang, dir: Option<PathBuf>) -> ExitCode {
+fn new_project(name: &str, lang: template::Lang, dir: Option<PathBuf>) -> ExitCode {
     let dir = dir.unwrap_or_else(|| PathBuf::from(name));
-    match crate::template::write(name, lang, &dir) {
+    match template::write(name, lang, &dir) {
         Ok(next) => {
             println!("wrote {}\n\n{next}", dir.display());
             ExitCode::SUCCESS
