@@ -17,6 +17,9 @@ use tokio::task::JoinHandle;
 use super::server::Ns;
 use crate::cluster::Adapter;
 
+/// The log target of the drain's steps, as operators filter and read them.
+const LOG: &str = "wasio::shutdown";
+
 /// Exit code when the drain did not finish (timeout or second signal).
 const EXIT_UNFINISHED: i32 = 1;
 
@@ -111,6 +114,7 @@ pub async fn run(
     };
     let timeout = node.timeout;
     tracing::info!(
+        target: LOG,
         signal,
         timeout_ms = timeout.as_millis() as u64,
         "shutdown: draining (a second signal exits at once)"
@@ -119,18 +123,19 @@ pub async fn run(
     // shutdown either.
     tokio::select! {
         () = drain(server, node) => {
-            tracing::info!("shutdown: done");
+            tracing::info!(target: LOG, "shutdown: done");
             ExitCode::SUCCESS
         }
         () = tokio::time::sleep(timeout) => {
             tracing::warn!(
+        target: LOG,
                 timeout_ms = timeout.as_millis() as u64,
                 "shutdown: drain unfinished after server.shutdown_timeout_ms, exiting anyway"
             );
             std::process::exit(EXIT_UNFINISHED)
         }
         signal = signals.recv() => {
-            tracing::warn!(signal, "shutdown: second signal, exiting without finishing the drain");
+            tracing::warn!(target: LOG, signal, "shutdown: second signal, exiting without finishing the drain");
             std::process::exit(EXIT_UNFINISHED)
         }
     }
@@ -138,9 +143,9 @@ pub async fn run(
 
 async fn drain(server: JoinHandle<anyhow::Result<()>>, node: Node) {
     node.draining.start();
-    tracing::info!("shutdown: /healthz answers 503 (draining)");
+    tracing::info!(target: LOG, "shutdown: /healthz answers 503 (draining)");
     let _ = node.stop.send(true);
-    tracing::info!("shutdown: listeners stop accepting connections");
+    tracing::info!(target: LOG, "shutdown: listeners stop accepting connections");
     let sockets: usize = node
         .io
         .nsps()
@@ -149,17 +154,19 @@ async fn drain(server: JoinHandle<anyhow::Result<()>>, node: Node) {
         .sum();
     // Closes every engine.io transport: clients see "transport close" and reconnect.
     node.io.close().await;
-    tracing::info!(sockets, "shutdown: client connections closed");
+    tracing::info!(target: LOG, sockets, "shutdown: client connections closed");
     // Requests in flight (a long-poll answered by the close above) end here; a stalled
     // one gets half the bound, so that leaving the cluster still fits in the rest.
     match tokio::time::timeout(node.timeout / 2, server).await {
-        Ok(Ok(Ok(()))) => tracing::info!("shutdown: HTTP server stopped"),
-        Ok(Ok(Err(e))) => tracing::warn!("shutdown: HTTP server: {e:#}"),
-        Ok(Err(e)) => tracing::warn!("shutdown: HTTP server task: {e}"),
-        Err(_) => tracing::warn!("shutdown: HTTP requests still in flight, left behind"),
+        Ok(Ok(Ok(()))) => tracing::info!(target: LOG, "shutdown: HTTP server stopped"),
+        Ok(Ok(Err(e))) => tracing::warn!(target: LOG, "shutdown: HTTP server: {e:#}"),
+        Ok(Err(e)) => tracing::warn!(target: LOG, "shutdown: HTTP server task: {e}"),
+        Err(_) => {
+            tracing::warn!(target: LOG, "shutdown: HTTP requests still in flight, left behind")
+        }
     }
     node.adapter.close().await;
-    tracing::info!("shutdown: adapter closed, queued messages sent (left the cluster)");
+    tracing::info!(target: LOG, "shutdown: adapter closed, queued messages sent (left the cluster)");
 }
 
 #[cfg(test)]
