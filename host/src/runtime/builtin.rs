@@ -22,7 +22,7 @@ pub(crate) fn builtin(name: &str) -> Option<&'static [u8]> {
 
 impl WasmSource {
     /// Its bytes: embedded, read from disk, or the upload's. Errors name it.
-    pub(crate) fn read(&self) -> anyhow::Result<Arc<Vec<u8>>> {
+    pub fn read(&self) -> anyhow::Result<Arc<Vec<u8>>> {
         Ok(match self {
             WasmSource::Builtin(name) => {
                 let bytes = builtin(name).with_context(|| {

@@ -110,7 +110,7 @@ async fn measure(
     source: WasmSource,
     args: &LangArgs,
 ) -> anyhow::Result<Measured> {
-    let wasm_bytes = source.read()?.1.len();
+    let wasm_bytes = source.read()?.len();
     let bus = format!("memory://bench-{name}");
     let started = Instant::now();
     let a = load(&source, &bus).await?;
