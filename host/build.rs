@@ -41,6 +41,7 @@ fn main() {
     for dir in [
         "wit",
         "guest-adapters/cluster-protocol",
+        "guest-adapters/cluster-node",
         "guest-adapters/local",
         "guest-adapters/redis",
         "guest-adapters/mongodb",

@@ -1,7 +1,9 @@
 //! wasio's MongoDB adapter: a node of a `@socket.io/mongo-adapter` 0.4 cluster.
 //!
-//! - [`node`]: the adapter — what this node inserts, the requests it waits on, the
-//!   nodes it has heard from, and what a document from another node does here.
+//! - The node — the requests it waits on, the nodes it has heard from (heartbeats),
+//!   the acks it owes, what a document from another node does here — is
+//!   `wasio-cluster-node`'s, with heartbeats.
+//! - [`collection`]: what this node inserts and how a document reads.
 //! - [`options`]: `[adapter.options]`, named as the Node.js adapter names them.
 //!
 //! The documents are the cluster message family of `wasio-cluster-protocol` as BSON.
@@ -10,38 +12,21 @@
 
 #[allow(clippy::all)]
 mod bindings {
-    wit_bindgen::generate!({ path: "../../wit", world: "docstore-adapter" });
+    // One set of types and host imports: wasio-cluster-node's.
+    wasio_cluster_node::generate!("docstore-adapter");
 }
 
-mod node;
+mod collection;
 mod options;
 
-use std::cell::RefCell;
-
-use bindings::exports::wasio::adapter::guest::{AdapterInfo, BroadcastOpts, Guest, InitArgs};
-use bindings::wasio::adapter::types::Error;
-use node::Node;
-use wasio_cluster_protocol::Body;
+use bindings::exports::wasio::adapter::guest::{AdapterInfo, Guest, InitArgs};
+use collection::Collection;
+use wasio_cluster_node::bindings::wasio::adapter::log;
+use wasio_cluster_node::bindings::wasio::adapter::types::Error;
+use wasio_cluster_node::{Heartbeat, Node, Settings, Slot, with, with_quiet};
 
 thread_local! {
-    static NODE: RefCell<Option<Node>> = const { RefCell::new(None) };
-}
-
-/// Runs `f` on the initialised node; a call before `init` is refused.
-fn with<T>(f: impl FnOnce(&mut Node) -> Result<T, Error>) -> Result<T, Error> {
-    NODE.with_borrow_mut(|n| match n {
-        Some(node) => f(node),
-        None => Err(Error::Other("called before init".into())),
-    })
-}
-
-/// Like [`with`], for entry points that cannot report errors.
-fn with_quiet(f: impl FnOnce(&mut Node)) {
-    NODE.with_borrow_mut(|n| {
-        if let Some(node) = n {
-            f(node)
-        }
-    })
+    static NODE: Slot<Collection> = const { Slot::new(None) };
 }
 
 struct Mongo;
@@ -49,52 +34,26 @@ struct Mongo;
 impl Guest for Mongo {
     fn init(args: InitArgs) -> Result<AdapterInfo, Error> {
         let opts = options::Options::parse(&args.options).map_err(Error::Invalid)?;
+        let settings = Settings {
+            requests_timeout: opts.requests_timeout,
+            // A request waits for the nodes heard from within `heartbeatTimeout`, so a
+            // dead node ends no request by hanging it.
+            heartbeat: Some(Heartbeat::new(
+                opts.heartbeat_interval,
+                opts.heartbeat_timeout,
+            )),
+        };
         // The host's node id is kept across hot swaps: other nodes see one node.
-        NODE.set(Some(Node::new(opts, args.node_id)));
+        let uid = args.node_id;
+        let collection = Box::new(Collection::new(opts, uid.clone()));
+        NODE.set(Some(Node::new(collection, uid, settings)));
         Ok(AdapterInfo {
             name: "mongodb".into(),
             version: env!("CARGO_PKG_VERSION").into(),
         })
     }
-    fn open(nsp: String) -> Result<(), Error> {
-        with(|n| n.open(nsp))
-    }
-    fn close() -> Result<(), Error> {
-        with(|n| n.close())
-    }
-    fn broadcast(nsp: String, packet: Vec<u8>, opts: BroadcastOpts) -> Result<(), Error> {
-        with(|n| n.broadcast(&nsp, packet, &opts))
-    }
-    fn broadcast_with_ack(
-        nsp: String,
-        id: u64,
-        packet: Vec<u8>,
-        opts: BroadcastOpts,
-        timeout_ms: u32,
-    ) -> Result<(), Error> {
-        with(|n| n.broadcast_with_ack(&nsp, id, packet, &opts, timeout_ms))
-    }
-    fn add_sockets(nsp: String, opts: BroadcastOpts, rooms: Vec<String>) -> Result<(), Error> {
-        with(|n| n.rooms_op(&nsp, |opts| Body::SocketsJoin { opts, rooms }, &opts))
-    }
-    fn del_sockets(nsp: String, opts: BroadcastOpts, rooms: Vec<String>) -> Result<(), Error> {
-        with(|n| n.rooms_op(&nsp, |opts| Body::SocketsLeave { opts, rooms }, &opts))
-    }
-    fn disconnect_sockets(nsp: String, opts: BroadcastOpts, close: bool) -> Result<(), Error> {
-        with(|n| n.rooms_op(&nsp, |opts| Body::DisconnectSockets { opts, close }, &opts))
-    }
-    fn fetch_sockets(nsp: String, id: u64, opts: BroadcastOpts) -> Result<(), Error> {
-        with(|n| n.fetch_sockets(&nsp, id, &opts))
-    }
-    fn all_rooms(nsp: String, id: u64, _opts: BroadcastOpts) -> Result<(), Error> {
-        with(|n| n.all_rooms(&nsp, id))
-    }
-    fn server_count(nsp: String, id: u64) -> Result<(), Error> {
-        with(|n| n.server_count(&nsp, id))
-    }
-    fn server_side_emit(nsp: String, id: Option<u64>, data: Vec<u8>) -> Result<(), Error> {
-        with(|n| n.server_side_emit(&nsp, id, data))
-    }
+    wasio_cluster_node::forward_to_node!(NODE);
+
     fn on_message(
         _channel: String,
         _pattern: Option<String>,
@@ -104,22 +63,21 @@ impl Guest for Mongo {
             "the MongoDB adapter subscribes to no channel".into(),
         ))
     }
+    /// Malformed documents are errors (the host drops and counts them); those of
+    /// namespaces this node lacks, and our own, are ignored.
     fn on_document(_collection: String, document: Vec<u8>) -> Result<(), Error> {
-        with(|n| n.on_document(&document))
-    }
-    fn on_timer(id: u64) {
-        with_quiet(|n| n.on_timer(id))
-    }
-    fn on_counts(_ticket: u64, _counts: Result<Vec<u64>, Error>) {}
-    fn on_local_ack(handle: u64, ack: Option<Vec<u8>>) {
-        with_quiet(|n| n.on_local_ack(handle, ack))
-    }
-    fn on_server_side_ack(handle: u64, data: Vec<u8>) {
-        with_quiet(|n| n.on_server_side_ack(handle, data))
+        with(&NODE, |n| match n.backend().decode(&document)? {
+            Some(env) => n.on_message(env),
+            None => Ok(()),
+        })
     }
     fn on_rooms(_nsp: String, _rooms: Vec<String>) {}
+    /// After the feed was lost, other nodes may have forgotten this one: the node says
+    /// it is here.
     fn on_connection(up: bool) {
-        with_quiet(|n| n.on_connection(up))
+        let state = if up { "reopened" } else { "lost" };
+        log::log(log::Level::Info, &format!("MongoDB feed {state}"));
+        with_quiet(&NODE, |n| n.on_connection(up))
     }
 }
 

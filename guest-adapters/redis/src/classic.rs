@@ -4,12 +4,52 @@
 //! `prefix-response#nsp#` or the requester's own `prefix-response#nsp#uid#`.
 
 use rmpv::Value;
+use wasio_cluster_node::convert::{decode as decode_value, encode, strings};
+use wasio_cluster_node::{Backend, Envelope, In, Op, Part, Response, RoomsOp};
 
 use crate::bindings::wasio::adapter::pubsub::{self, Mode};
-use crate::bindings::wasio::adapter::types::Error;
-use crate::node::{Envelope, In, Out, Part, RoomsOp};
 use crate::options::Options;
+use crate::transport::Transport;
 use crate::wire::{self, Fields, kind};
+use wasio_cluster_node::bindings::wasio::adapter::types::Error;
+
+/// The classic protocol, for the node whose uid is `uid`.
+pub struct Classic {
+    opts: Options,
+    uid: String,
+}
+
+impl Classic {
+    pub fn new(opts: Options, uid: String) -> Classic {
+        Classic { opts, uid }
+    }
+}
+
+impl Backend for Classic {
+    fn open(&mut self, nsp: &str) -> Result<(), Error> {
+        subscribe(&self.opts, nsp, &self.uid)
+    }
+    fn publish(&mut self, nsp: &str, op: Op) -> Result<(), Error> {
+        publish(&self.opts, nsp, &self.uid, op)
+    }
+    fn publish_response(&mut self, nsp: &str, response: Response) -> Result<(), Error> {
+        reply(&self.opts, nsp, response)
+    }
+    /// Every node of `nsp` subscribes to its request channel, so its subscriber count
+    /// is the node count.
+    fn count_nodes(&mut self, nsp: &str, ticket: u64) -> Result<(), Error> {
+        pubsub::count_subscribers(&[request_channel(&self.opts, nsp)], Mode::Classic, ticket)
+    }
+}
+
+impl Transport for Classic {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+    fn decode(&self, channel: &str, payload: &[u8]) -> Result<Envelope, String> {
+        decode(&self.opts, channel, payload)
+    }
+}
 
 fn broadcast_channel(o: &Options, nsp: &str) -> String {
     format!("{}#{nsp}#", o.prefix)
@@ -23,12 +63,7 @@ fn response_channel(o: &Options, nsp: &str) -> String {
     format!("{}-response#{nsp}#", o.prefix)
 }
 
-/// Every node of `nsp` subscribes to it, so its subscriber count is the node count.
-pub fn count_channel(o: &Options, nsp: &str) -> String {
-    request_channel(o, nsp)
-}
-
-pub fn subscribe(o: &Options, nsp: &str, uid: &str) -> Result<(), Error> {
+fn subscribe(o: &Options, nsp: &str, uid: &str) -> Result<(), Error> {
     pubsub::psubscribe(&format!("{}*", broadcast_channel(o, nsp)))?;
     pubsub::subscribe(&request_channel(o, nsp), Mode::Classic)?;
     pubsub::subscribe(&response_channel(o, nsp), Mode::Classic)?;
@@ -38,9 +73,11 @@ pub fn subscribe(o: &Options, nsp: &str, uid: &str) -> Result<(), Error> {
     )
 }
 
-pub fn publish(o: &Options, nsp: &str, uid: &str, out: &Out) -> Result<(), Error> {
-    let (channel, bytes) = match out {
-        Out::Broadcast {
+fn publish(o: &Options, nsp: &str, uid: &str, op: Op) -> Result<(), Error> {
+    let (channel, bytes) = match op {
+        // Never sent: a node of this protocol counts the others without heartbeats.
+        Op::InitialHeartbeat | Op::Heartbeat => return Ok(()),
+        Op::Broadcast {
             packet,
             opts,
             request_id: None,
@@ -50,9 +87,9 @@ pub fn publish(o: &Options, nsp: &str, uid: &str, out: &Out) -> Result<(), Error
                 channel.push_str(room);
                 channel.push('#');
             }
-            (channel, wire::encode_broadcast(uid, packet, opts))
+            (channel, wire::encode_broadcast(uid, &packet, &opts))
         }
-        Out::Broadcast {
+        Op::Broadcast {
             packet,
             opts,
             request_id: Some(id),
@@ -63,17 +100,17 @@ pub fn publish(o: &Options, nsp: &str, uid: &str, out: &Out) -> Result<(), Error
                 ("uid", uid.into()),
                 ("requestId", id.as_str().into()),
                 ("type", kind::BROADCAST.into()),
-                ("packet", wire::decode(packet)),
-                ("opts", wire::decode(&encoded_opts)),
+                ("packet", decode_value(&packet)),
+                ("opts", decode_value(&encoded_opts)),
             ]);
             (request_channel(o, nsp), bytes)
         }
-        Out::Rooms { op, opts } => {
+        Op::Rooms { op, opts } => {
             let targets = Value::Map(vec![
-                ("rooms".into(), wire::strings(&opts.rooms)),
-                ("except".into(), wire::strings(&opts.except)),
+                ("rooms".into(), strings(&opts.rooms)),
+                ("except".into(), strings(&opts.except)),
             ]);
-            let bytes = match op {
+            let bytes = match &op {
                 RoomsOp::Join(rooms) | RoomsOp::Leave(rooms) => {
                     let ty = if matches!(op, RoomsOp::Join(_)) {
                         kind::REMOTE_JOIN
@@ -84,7 +121,7 @@ pub fn publish(o: &Options, nsp: &str, uid: &str, out: &Out) -> Result<(), Error
                         ("uid", uid.into()),
                         ("type", ty.into()),
                         ("opts", targets),
-                        ("rooms", wire::strings(rooms)),
+                        ("rooms", strings(rooms)),
                     ])
                 }
                 RoomsOp::Disconnect(close) => wire::map([
@@ -96,7 +133,10 @@ pub fn publish(o: &Options, nsp: &str, uid: &str, out: &Out) -> Result<(), Error
             };
             (request_channel(o, nsp), bytes)
         }
-        Out::Fetch { request_id, opts } => (
+        // Always a REMOTE_FETCH: this node never asks for ids alone.
+        Op::Fetch {
+            request_id, opts, ..
+        } => (
             request_channel(o, nsp),
             wire::map([
                 ("uid", uid.into()),
@@ -105,13 +145,13 @@ pub fn publish(o: &Options, nsp: &str, uid: &str, out: &Out) -> Result<(), Error
                 (
                     "opts",
                     Value::Map(vec![
-                        ("rooms".into(), wire::strings(&opts.rooms)),
-                        ("except".into(), wire::strings(&opts.except)),
+                        ("rooms".into(), strings(&opts.rooms)),
+                        ("except".into(), strings(&opts.except)),
                     ]),
                 ),
             ]),
         ),
-        Out::AllRooms { request_id } => (
+        Op::AllRooms { request_id } => (
             request_channel(o, nsp),
             wire::map([
                 ("uid", uid.into()),
@@ -119,8 +159,8 @@ pub fn publish(o: &Options, nsp: &str, uid: &str, out: &Out) -> Result<(), Error
                 ("type", kind::ALL_ROOMS.into()),
             ]),
         ),
-        Out::Emit { request_id, data } => {
-            let data = wire::decode(data);
+        Op::Emit { request_id, data } => {
+            let data = decode_value(&data);
             let bytes = match request_id {
                 Some(id) => wire::map([
                     ("uid", uid.into()),
@@ -143,13 +183,8 @@ pub fn publish(o: &Options, nsp: &str, uid: &str, out: &Out) -> Result<(), Error
 /// Answers go where Node.js sends them: server-side-emit acks always on the shared
 /// response channel; the rest on the requester's own one with
 /// `publishOnSpecificResponseChannel`.
-pub fn reply(
-    o: &Options,
-    nsp: &str,
-    requester: &str,
-    request_id: &str,
-    part: Part,
-) -> Result<(), Error> {
+fn reply(o: &Options, nsp: &str, r: Response) -> Result<(), Error> {
+    let (requester, request_id) = (r.requester, r.request_id);
     let shared = response_channel(o, nsp);
     let specific = if o.specific_response_channel {
         format!("{shared}{requester}#")
@@ -157,18 +192,18 @@ pub fn reply(
         shared.clone()
     };
     let rid = || Value::from(request_id);
-    let (channel, bytes) = match part {
+    let (channel, bytes) = match r.part {
         Part::Sockets(list) => (
             specific,
             wire::map([("requestId", rid()), ("sockets", Value::Array(list))]),
         ),
         Part::SocketIds(ids) => (
             specific,
-            wire::map([("requestId", rid()), ("sockets", wire::strings(&ids))]),
+            wire::map([("requestId", rid()), ("sockets", strings(&ids))]),
         ),
         Part::Rooms(rooms) => (
             specific,
-            wire::map([("requestId", rid()), ("rooms", wire::strings(&rooms))]),
+            wire::map([("requestId", rid()), ("rooms", strings(&rooms))]),
         ),
         Part::EmitAck(v) => (
             shared,
@@ -199,7 +234,7 @@ pub fn reply(
 }
 
 /// What arrived on one of our channels.
-pub fn decode(o: &Options, channel: &str, payload: &[u8]) -> Result<Envelope, String> {
+fn decode(o: &Options, channel: &str, payload: &[u8]) -> Result<Envelope, String> {
     let response = format!("{}-response#", o.prefix);
     let request = format!("{}-request#", o.prefix);
     if channel.starts_with(&response) {
@@ -223,11 +258,11 @@ pub fn decode(o: &Options, channel: &str, payload: &[u8]) -> Result<Envelope, St
     Ok(Envelope {
         uid: b.uid,
         nsp: b.nsp,
-        body: In::Broadcast {
+        body: In::Op(Op::Broadcast {
             packet: b.packet,
             opts: b.opts,
-            ack: None,
-        },
+            request_id: None,
+        }),
     })
 }
 
@@ -236,8 +271,8 @@ fn decode_request(nsp: &str, payload: &[u8]) -> Result<Envelope, String> {
     let need_id = || f.request_id().ok_or("no `requestId`");
     let e = |e: wasio_cluster_protocol::DecodeError| e.to_string();
     let ty = f.ty().ok_or("no integer `type`")?;
-    let body = match ty {
-        kind::SOCKETS => In::Fetch {
+    let op = match ty {
+        kind::SOCKETS => Op::Fetch {
             request_id: need_id()?,
             opts: wasio_cluster_protocol::Opts {
                 rooms: f.strings("rooms").map_err(e)?,
@@ -245,7 +280,7 @@ fn decode_request(nsp: &str, payload: &[u8]) -> Result<Envelope, String> {
             },
             ids_only: true,
         },
-        kind::ALL_ROOMS => In::AllRooms {
+        kind::ALL_ROOMS => Op::AllRooms {
             request_id: need_id()?,
         },
         kind::REMOTE_JOIN | kind::REMOTE_LEAVE | kind::REMOTE_DISCONNECT => {
@@ -270,32 +305,32 @@ fn decode_request(nsp: &str, payload: &[u8]) -> Result<Envelope, String> {
                 kind::REMOTE_LEAVE => RoomsOp::Leave(rooms),
                 _ => RoomsOp::Disconnect(f.get("close").and_then(Value::as_bool).unwrap_or(false)),
             };
-            In::Rooms { op, opts }
+            Op::Rooms { op, opts }
         }
-        kind::REMOTE_FETCH => In::Fetch {
+        kind::REMOTE_FETCH => Op::Fetch {
             request_id: need_id()?,
             opts: f.opts().map_err(e)?,
             ids_only: false,
         },
         kind::SERVER_SIDE_EMIT => {
             let data = match f.get("data") {
-                Some(v @ Value::Array(_)) => wire::encode(v),
+                Some(v @ Value::Array(_)) => encode(v),
                 _ => return Err("server-side emit `data` must be an array".into()),
             };
-            In::Emit {
+            Op::Emit {
                 request_id: f.request_id(),
                 data,
             }
         }
         kind::BROADCAST => {
             let packet = match f.get("packet") {
-                Some(v @ Value::Map(_)) => wire::encode(v),
+                Some(v @ Value::Map(_)) => encode(v),
                 _ => return Err("broadcast `packet` must be a map".into()),
             };
-            In::Broadcast {
+            Op::Broadcast {
                 packet,
                 opts: f.opts().map_err(e)?,
-                ack: Some(need_id()?),
+                request_id: Some(need_id()?),
             }
         }
         other => return Err(format!("unknown request type {other}")),
@@ -303,7 +338,7 @@ fn decode_request(nsp: &str, payload: &[u8]) -> Result<Envelope, String> {
     Ok(Envelope {
         uid: f.str("uid").unwrap_or_default().to_string(),
         nsp: nsp.to_string(),
-        body,
+        body: In::Op(op),
     })
 }
 
@@ -362,7 +397,7 @@ mod tests {
         .unwrap();
         assert_eq!(env.nsp, "/");
         assert!(
-            matches!(env.body, In::Rooms { op: RoomsOp::Join(ref r), .. } if r == &["b".to_string()])
+            matches!(env.body, In::Op(Op::Rooms { op: RoomsOp::Join(ref r), .. }) if r == &["b".to_string()])
         );
         let env = decode(
             &opts(),
@@ -373,10 +408,10 @@ mod tests {
         assert_eq!((env.uid.as_str(), env.nsp.as_str()), ("emitter", "/chat"));
         assert!(matches!(
             env.body,
-            In::Emit {
+            In::Op(Op::Emit {
                 request_id: None,
                 ..
-            }
+            })
         ));
     }
 

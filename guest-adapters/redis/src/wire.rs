@@ -1,11 +1,11 @@
-//! The classic `@socket.io/redis-adapter` messages (`../shared/protocols.md` §1) and the
-//! conversions between the contract's types and what travels.
+//! The classic `@socket.io/redis-adapter` messages (`../shared/protocols.md` §1).
 //!
 //! Broadcasts are MessagePack `[uid, packet, opts]`. Requests and responses are maps
 //! with `requestId` and `type`, JSON or MessagePack; we always send MessagePack (which
 //! Node.js decodes as well) so binary survives.
 
 use rmpv::Value;
+use wasio_cluster_node::convert::{encode, field};
 use wasio_cluster_protocol::{DecodeError, Opts, Raw, read_any};
 
 /// Request types of the classic protocol.
@@ -145,27 +145,6 @@ fn room_name(v: &Value) -> Result<String, DecodeError> {
     }
 }
 
-pub fn field<'a>(map: &'a Value, k: &str) -> Option<&'a Value> {
-    match map {
-        Value::Map(m) => m
-            .iter()
-            .find(|(key, _)| key.as_str() == Some(k))
-            .map(|(_, v)| v),
-        _ => None,
-    }
-}
-
-pub fn encode(v: &Value) -> Vec<u8> {
-    let mut out = Vec::new();
-    rmpv::encode::write_value(&mut out, v).expect("vec write");
-    out
-}
-
-/// Decodes MessagePack the host produced (packets, handshakes); nil when malformed.
-pub fn decode(bytes: &[u8]) -> Value {
-    rmpv::decode::read_value(&mut &bytes[..]).unwrap_or(Value::Nil)
-}
-
 /// A MessagePack map from `(key, value)` pairs, in this order.
 pub fn map<const N: usize>(pairs: [(&str, Value); N]) -> Vec<u8> {
     encode(&Value::Map(
@@ -174,24 +153,6 @@ pub fn map<const N: usize>(pairs: [(&str, Value); N]) -> Vec<u8> {
             .map(|(k, v)| (Value::from(k), v))
             .collect(),
     ))
-}
-
-pub fn strings(items: &[String]) -> Value {
-    Value::Array(items.iter().map(|s| Value::from(s.as_str())).collect())
-}
-
-/// The first argument of an ack (Node.js answers with one value), from the host's
-/// MessagePack array of arguments.
-pub fn first_arg(args: &[u8]) -> Value {
-    match decode(args) {
-        Value::Array(mut items) if !items.is_empty() => items.swap_remove(0),
-        _ => Value::Nil,
-    }
-}
-
-/// One value as the host's array of arguments.
-pub fn as_args(v: Value) -> Vec<u8> {
-    encode(&Value::Array(vec![v]))
 }
 
 #[cfg(test)]
