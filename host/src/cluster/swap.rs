@@ -174,12 +174,10 @@ impl Adapter {
         self.swap_to(previous.opts, Some(previous.component)).await
     }
 
-    /// The options the running adapter was made from, and the previous one's (what a
-    /// rollback returns to).
-    pub(crate) fn recipes(&self) -> (AdapterOptions, Option<AdapterOptions>) {
-        let book = self.0.swap.book.lock().unwrap();
-        let previous = book.previous.as_ref().map(|p| p.opts.clone());
-        (book.current.opts.clone(), previous)
+    /// The options the running adapter was made from (a rollback swaps to the previous
+    /// one's, kept beside them).
+    pub(crate) fn running_options(&self) -> AdapterOptions {
+        self.0.swap.book.lock().unwrap().current.opts.clone()
     }
 
     /// The running adapter, the swaps so far and the one kept for rollback.

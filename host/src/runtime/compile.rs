@@ -60,7 +60,7 @@ pub(super) fn component(source: &str, sha256: &str, bytes: &[u8]) -> Result<Comp
 
 /// Compiled components by sha256: compiling is most of a hot swap's time, and swaps go
 /// back and forth between few components. A handful are kept.
-fn compiled(
+pub(super) fn compiled(
     sha256: &str,
     compile: impl FnOnce() -> wasmtime::Result<Component>,
 ) -> wasmtime::Result<Component> {

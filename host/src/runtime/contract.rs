@@ -217,8 +217,10 @@ fn reference_functions() -> &'static BTreeSet<String> {
         let (Ok(engine), Some(bytes)) = (super::engine(), builtin("local")) else {
             return BTreeSet::new();
         };
-        // Compiled apart from the caches: the reference is no component a user loaded.
-        let Ok(c) = Component::new(engine, bytes) else {
+        // Not on disk (the reference is no component a user loaded), but shared in
+        // memory with a node that runs `builtin:local` itself.
+        let sha256 = sha256_hex(bytes);
+        let Ok(c) = super::compile::compiled(&sha256, || Component::new(engine, bytes)) else {
             return BTreeSet::new();
         };
         let ty = c.component_type();

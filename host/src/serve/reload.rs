@@ -54,7 +54,7 @@ pub enum NodeError {
 }
 
 /// This node's adapter and config, and the one lock all swaps take. What runs now and
-/// what a rollback returns to are the adapter's own record (`Adapter::recipes`).
+/// what a rollback returns to are the adapter's own record (`Adapter::running_options`).
 pub struct Node {
     adapter: Adapter,
     config_path: Option<PathBuf>,
@@ -69,7 +69,7 @@ pub struct Node {
 impl Node {
     /// `config` as loaded from `config_path`; `adapter` is the one it describes.
     pub fn new(adapter: Adapter, config: Config, config_path: Option<PathBuf>) -> Arc<Node> {
-        let (watched, _) = watch::channel(file_of(&adapter.recipes().0));
+        let (watched, _) = watch::channel(file_of(&adapter.running_options()));
         let history_interval = std::time::Duration::from_millis(config.admin.history_interval_ms);
         Arc::new(Node {
             adapter,
@@ -92,7 +92,7 @@ impl Node {
     /// Swaps to `req` (`why` says who asked, for the log).
     pub async fn swap(&self, req: SwapRequest, why: &str) -> Result<SwapReport, NodeError> {
         let config = self.config.lock().await;
-        let current = self.adapter.recipes().0;
+        let current = self.adapter.running_options();
         let datasource = req
             .datasource
             .unwrap_or_else(|| current.datasource.map(|d| d.name));
@@ -153,7 +153,7 @@ impl Node {
 
     /// Points the watcher at the running adapter's file; the same file keeps its watch.
     fn watch_running(&self) {
-        let file = file_of(&self.adapter.recipes().0);
+        let file = file_of(&self.adapter.running_options());
         self.watched.send_if_modified(|w| {
             let changed = *w != file;
             *w = file;
@@ -176,7 +176,7 @@ impl Node {
         };
         {
             let _config = self.config.lock().await;
-            if file_of(&self.adapter.recipes().0).as_deref() != Some(path) {
+            if file_of(&self.adapter.running_options()).as_deref() != Some(path) {
                 return;
             }
             if sha256_hex(&bytes) == self.adapter.status().current.sha256 {
