@@ -19,11 +19,12 @@
 //!
 //! The layers, each a folder whose files only import from the layers below it:
 //! `config` (plain data) → `runtime` (wasmtime) and `datasource` (backend links) →
-//! `capabilities` (what a guest may do) → `cluster` (the adapter) → `serve` (the
-//! standalone server) → `cli` (the command line).
+//! `capabilities` (what a guest may do) → `cluster` (the adapter) and `auth` (who may
+//! connect, join, publish) → `serve` (the standalone server) → `cli` (the command line).
 
 #![warn(missing_docs)]
 
+mod auth;
 mod capabilities;
 mod cli;
 mod cluster;

@@ -9,7 +9,7 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["runtime", "datasource"],
     &["capabilities"],
-    &["cluster"],
+    &["cluster", "auth"],
     &["serve"],
     &["cli"],
 ];

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod auth;
 mod options;
 
+pub use auth::{ApiKey, AuthConfig, JwtAlgorithm, JwtConfig, SocketLimits, TlsConfig};
 pub use options::{AdapterOptions, Capability, DatasourceSpec, Limits, WasmSource};
 
 /// The whole config file.
@@ -27,6 +29,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[admin]`.
     pub admin: AdminConfig,
+    /// `[auth]`.
+    pub auth: AuthConfig,
 }
 
 /// `[server]`: where and how clients connect.
@@ -48,8 +52,15 @@ pub struct ServerConfig {
     pub max_payload: u64,
     /// How long a graceful shutdown (SIGTERM, Ctrl-C) may take before the process exits anyway, in ms (default 10000).
     pub shutdown_timeout_ms: u64,
-    /// The key of the HTTP publish API (`POST /api/publish`); without one it is off.
+    /// The key of the HTTP publish API (`POST /api/publish`), good for any namespace and
+    /// room; without it or `api_keys` the API is off.
     pub api_key: Option<String>,
+    /// `[[server.api_keys]]`: publish API keys limited to some namespaces and rooms.
+    pub api_keys: Vec<ApiKey>,
+    /// `[server.limits]`: what one connection may cost.
+    pub limits: SocketLimits,
+    /// `[server.tls]`: serve https/wss on the client port.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +74,9 @@ impl Default for ServerConfig {
             max_payload: 1_000_000,
             shutdown_timeout_ms: 10_000,
             api_key: None,
+            api_keys: Vec::new(),
+            limits: SocketLimits::default(),
+            tls: None,
         }
     }
 }
@@ -149,6 +163,8 @@ pub struct AdminConfig {
     pub token: Option<String>,
     /// How often the admin page's connection history is sampled (default 5000 ms).
     pub history_interval_ms: u64,
+    /// `[admin.tls]`: serve the admin API over https.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for AdminConfig {
@@ -157,6 +173,7 @@ impl Default for AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 3001)),
             token: None,
             history_interval_ms: 5000,
+            tls: None,
         }
     }
 }
@@ -199,7 +216,37 @@ impl Config {
             })?;
         config.validate(&label)?;
         config.adapter.wasm = resolve_wasm(path, &config.adapter.wasm);
+        config.resolve_files(path);
         Ok(config)
+    }
+
+    /// Makes the auth and TLS file paths relative to the config file's directory.
+    fn resolve_files(&mut self, path: Option<&Path>) {
+        let Some(dir) = path
+            .and_then(Path::parent)
+            .filter(|d| !d.as_os_str().is_empty())
+        else {
+            return;
+        };
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        if let Some(jwt) = &mut self.auth.jwt {
+            jwt.public_key.as_mut().map(fix);
+            jwt.jwks.as_mut().map(fix);
+        }
+        for tls in [&mut self.server.tls, &mut self.admin.tls]
+            .into_iter()
+            .flatten()
+        {
+            fix(&mut tls.cert);
+            fix(&mut tls.key);
+        }
+        if let Some(policy) = &mut self.auth.policy {
+            *policy = resolve_wasm(path, policy);
+        }
     }
 
     fn validate(&self, label: &str) -> Result<(), ConfigError> {
@@ -257,6 +304,58 @@ impl Config {
         }
         if self.admin.history_interval_ms < 100 {
             return err("admin.history_interval_ms", "must be at least 100".into());
+        }
+        if let Some(jwt) = &self.auth.jwt {
+            if jwt.algorithms.is_empty() {
+                return err(
+                    "auth.jwt.algorithms",
+                    "name at least one of HS256, RS256, ES256".into(),
+                );
+            }
+            let hs = jwt.algorithms.contains(&JwtAlgorithm::HS256);
+            if hs && jwt.secret.as_deref().is_none_or(|s| s.len() < 16) {
+                return err(
+                    "auth.jwt.secret",
+                    "HS256 needs a secret of at least 16 bytes".into(),
+                );
+            }
+            let asym = jwt.algorithms.iter().any(|a| *a != JwtAlgorithm::HS256);
+            if asym && jwt.public_key.is_none() && jwt.jwks.is_none() {
+                return err(
+                    "auth.jwt",
+                    "RS256 and ES256 need `public_key` (a PEM file) or `jwks` (a JWKS file)".into(),
+                );
+            }
+            if jwt.claim.is_empty() {
+                return err("auth.jwt.claim", "must not be empty".into());
+            }
+        }
+        if let Some(policy) = &self.auth.policy
+            && policy.trim().is_empty()
+        {
+            return err(
+                "auth.policy",
+                "must be a path to a .wasm or builtin:NAME".into(),
+            );
+        }
+        for (i, k) in self.server.api_keys.iter().enumerate() {
+            if k.key.trim().is_empty() {
+                return err(
+                    &format!("server.api_keys[{i}].key"),
+                    "must not be empty".into(),
+                );
+            }
+        }
+        let l = &self.server.limits;
+        for (key, v) in [
+            ("rooms_per_socket", l.rooms_per_socket),
+            ("rooms_per_join", l.rooms_per_join),
+            ("room_name_bytes", l.room_name_bytes),
+            ("max_publish_bytes", l.max_publish_bytes),
+        ] {
+            if v == 0 {
+                return err(&format!("server.limits.{key}"), "must be at least 1".into());
+            }
         }
         // An empty secret would let anyone who can reach the port in: publish to every
         // client (`server.api_key`), swap the adapter (`admin.token`).
