@@ -3,7 +3,7 @@
 //! given; it knows nothing of guests. A guest reaches links only through its
 //! capabilities (`pubsub`, `docstore`).
 
-mod glob;
+pub(crate) mod glob;
 mod links;
 pub(crate) mod memory;
 pub(crate) mod mongo;
