@@ -22,21 +22,36 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::request::{Asker, Publish, room_list};
 use super::shutdown::Draining;
+use crate::auth::{Connecting, Gate, Grant, Meter, Over, limits};
 use crate::cluster::{Adapter, WasmAdapter};
 use crate::config::ServerConfig;
 
 /// The adapter type of the standalone server's namespaces.
 pub type Ns = WasmAdapter<socketioxide::adapter::Emitter>;
 
-/// The axum app (Socket.IO included) for `adapter`, and the `SocketIo` handle.
+/// The axum app (Socket.IO included) for `adapter`, an open relay within
+/// `server.limits`, and the `SocketIo` handle.
 pub async fn app(
     adapter: Adapter,
     server: &ServerConfig,
 ) -> anyhow::Result<(Router, SocketIo<Ns>)> {
+    app_gated(adapter, server, Arc::new(Gate::open(server.limits.clone()))).await
+}
+
+/// [`app`] with `gate` deciding who may connect, join and publish.
+pub async fn app_gated(
+    adapter: Adapter,
+    server: &ServerConfig,
+    gate: Arc<Gate>,
+) -> anyhow::Result<(Router, SocketIo<Ns>)> {
+    // A WebSocket message is read whole before its size can be checked: room for a
+    // publish over `max_publish_bytes` (answered with an error ack), bounded all the same.
+    let ws_max = (server.max_payload as usize).max(8 * server.limits.max_publish_bytes);
     let (layer, io) = SocketIo::builder()
         .with_config(adapter.socket_io_config())
         .max_buffer_size(server.max_buffer_size)
         .max_payload(server.max_payload)
+        .ws_max_message_size(ws_max)
         .with_adapter::<Ns>(adapter.clone())
         .build_layer();
     // Handlers are registered in a middleware, which runs before socketioxide sends the
@@ -45,8 +60,8 @@ pub async fn app(
     let relay = {
         let adapter = adapter.clone();
         move |socket: SocketRef<Ns>, io: SocketIo<Ns>, auth: TryData<Mp>| {
-            let adapter = adapter.clone();
-            async move { register_relay(socket, io, auth, adapter).await }
+            let (adapter, gate) = (adapter.clone(), gate.clone());
+            async move { register_relay(socket, io, auth, adapter, gate).await }
         }
     };
     for nsp in &server.namespaces {
@@ -156,13 +171,34 @@ async fn on_connect(socket: SocketRef<Ns>) {
     tracing::debug!(sid = %socket.id, ns = socket.ns(), "connected");
 }
 
+/// A refused connect: socket.io sends the client `connect_error` with this message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(String);
+
 async fn register_relay(
     socket: SocketRef<Ns>,
     io: SocketIo<Ns>,
     TryData(auth): TryData<Mp>,
     adapter: Adapter,
-) -> Result<(), std::convert::Infallible> {
-    super::handshake::record(&socket, auth.unwrap_or(Mp::Map(vec![])));
+    gate: Arc<Gate>,
+) -> Result<(), Refused> {
+    let auth = auth.unwrap_or(Mp::Map(vec![]));
+    let grant = {
+        let json = serde_json::to_value(&auth).unwrap_or_default();
+        let parts = socket.req_parts();
+        let req = Connecting {
+            namespace: socket.ns(),
+            auth: &json,
+            parts: &parts,
+        };
+        gate.connect(req).await.map_err(|why| {
+            tracing::debug!(sid = %socket.id, ns = socket.ns(), "connect refused: {why}");
+            Refused(why)
+        })?
+    };
+    socket.extensions.insert(Arc::new(grant));
+    super::handshake::record(&socket, auth);
     // As in socket.io, a socket is in the room of its own id: other nodes (Node.js ones
     // too) address a single socket that way.
     let own = [socket.id.to_string()];
@@ -170,7 +206,7 @@ async fn register_relay(
     socket.join(own);
     let (lane, ops) = Lane::new();
     socket.extensions.insert(lane);
-    tokio::spawn(run_lane(socket.clone(), io, adapter, ops));
+    tokio::spawn(run_lane(socket.clone(), io, adapter, gate, ops));
     // Dropping the lane ends its worker (which holds the socket).
     socket.on_disconnect(async |s: SocketRef<Ns>| {
         s.extensions.remove::<Lane>();
@@ -190,7 +226,8 @@ async fn register_relay(
     socket.on(
         "publish",
         async |seq: InOrder, TryData(arg): TryData<Mp>, ack: AckSender<Ns>| {
-            seq.submit(Op::Publish(arg.map_err(|e| e.to_string()), ack))
+            let size = seq.size;
+            seq.submit(Op::Publish(arg.map_err(|e| e.to_string()), ack, size))
         },
     );
     Ok(())
@@ -200,7 +237,8 @@ async fn register_relay(
 enum Op {
     Join(Result<Mp, String>, AckSender<Ns>),
     Leave(Result<Mp, String>, AckSender<Ns>),
-    Publish(Result<Mp, String>, AckSender<Ns>),
+    /// With the event's size as received, in bytes.
+    Publish(Result<Mp, String>, AckSender<Ns>, usize),
 }
 
 /// One socket's relay requests, applied in the order the socket sent them.
@@ -228,9 +266,10 @@ impl Lane {
     }
 }
 
-/// The arrival number of an event, taken as it is extracted.
+/// The arrival number of an event, taken as it is extracted, and its size.
 struct InOrder {
     seq: u64,
+    size: usize,
     lane: Lane,
 }
 
@@ -249,31 +288,63 @@ impl FromMessageParts<Ns> for InOrder {
     type Error = NoLane;
     fn from_message_parts(
         s: &Arc<socketioxide::socket::Socket<Ns>>,
-        _: &mut socketioxide::handler::Value,
+        value: &mut socketioxide::handler::Value,
         _: &Option<i64>,
     ) -> Result<Self, NoLane> {
         let lane = s.extensions.get::<Lane>().ok_or(NoLane)?;
         let seq = lane.next.fetch_add(1, Ordering::Relaxed);
-        Ok(InOrder { seq, lane })
+        let size = match value {
+            socketioxide::handler::Value::Str(text, bins) => {
+                text.len() + bins.iter().flatten().map(|b| b.len()).sum::<usize>()
+            }
+            socketioxide::handler::Value::Bytes(b) => b.len(),
+        };
+        Ok(InOrder { seq, size, lane })
     }
+}
+
+/// What a socket's lane works with.
+struct Relay {
+    socket: SocketRef<Ns>,
+    io: SocketIo<Ns>,
+    adapter: Adapter,
+    gate: Arc<Gate>,
+    grant: Arc<Grant>,
+    meter: Meter,
 }
 
 async fn run_lane(
     socket: SocketRef<Ns>,
     io: SocketIo<Ns>,
     adapter: Adapter,
+    gate: Arc<Gate>,
     mut ops: mpsc::UnboundedReceiver<(u64, Op)>,
 ) {
+    let grant = socket.extensions.get::<Arc<Grant>>().unwrap_or_default();
+    let meter = Meter::new(gate.limits());
+    let mut relay = Relay {
+        socket,
+        io,
+        adapter,
+        gate,
+        grant,
+        meter,
+    };
     let mut next = 0u64;
     let mut early = BTreeMap::new();
     while let Some((seq, op)) = ops.recv().await {
         early.insert(seq, op);
         while let Some(op) = early.remove(&next) {
             next += 1;
-            match op {
-                Op::Join(arg, ack) => on_join(&socket, &adapter, arg, ack),
-                Op::Leave(arg, ack) => on_leave(&socket, arg, ack),
-                Op::Publish(arg, ack) => on_publish(&socket, &io, arg, ack).await,
+            let over = match op {
+                Op::Join(arg, ack) => relay.join(arg, ack).await,
+                Op::Leave(arg, ack) => relay.leave(arg, ack),
+                Op::Publish(arg, ack, size) => relay.publish(arg, ack, size).await,
+            };
+            if over && relay.gate.limits().disconnect {
+                tracing::debug!(sid = %relay.socket.id, "over a limit: disconnecting");
+                let _ = relay.socket.clone().disconnect();
+                return;
             }
         }
     }
@@ -296,37 +367,104 @@ fn sorted_rooms(socket: &SocketRef<Ns>) -> Vec<String> {
     rooms
 }
 
-fn on_join(socket: &SocketRef<Ns>, adapter: &Adapter, arg: Result<Mp, String>, ack: AckSender<Ns>) {
-    match arg.and_then(|a| room_list(&a)) {
-        Ok(rooms) => {
-            adapter.rooms_joined(socket.ns(), &rooms);
-            socket.join(rooms);
-            reply(ack, json!({ "ok": true, "rooms": sorted_rooms(socket) }));
+impl Relay {
+    /// Answers an over-limit request and counts it; true tells the lane it was over.
+    fn over(&self, what: &str, over: Over, ack: AckSender<Ns>) -> bool {
+        self.gate.counters.limit_hit(over.limit);
+        reply(
+            ack,
+            json!({ "error": format!("{what}: {}", over.message), "limit": over.limit.name() }),
+        );
+        true
+    }
+
+    async fn join(&mut self, arg: Result<Mp, String>, ack: AckSender<Ns>) -> bool {
+        let rooms = match arg.and_then(|a| room_list(&a)) {
+            Ok(rooms) => rooms,
+            Err(e) => {
+                reply(ack, json!({ "error": format!("join: {e}") }));
+                return false;
+            }
+        };
+        let limits = self.gate.limits();
+        if let Err(over) = limits::names(limits, &rooms) {
+            return self.over("join", over, ack);
         }
-        Err(e) => reply(ack, json!({ "error": format!("join: {e}") })),
+        let current = self.socket.rooms();
+        let mut new: Vec<&String> = rooms
+            .iter()
+            .filter(|r| !current.iter().any(|c| c == r.as_str()))
+            .collect();
+        new.dedup();
+        // The socket's own-id room is not counted.
+        if let Err(over) = limits::room_count(limits, current.len().saturating_sub(1), new.len()) {
+            return self.over("join", over, ack);
+        }
+        let id = self.socket.id.to_string();
+        let view = self.grant.view(&id, self.socket.ns());
+        if let Err(why) = self.gate.join(&view, &self.grant, &rooms).await {
+            reply(ack, json!({ "error": format!("join: {why}") }));
+            return false;
+        }
+        self.adapter.rooms_joined(self.socket.ns(), &rooms);
+        self.socket.join(rooms);
+        reply(
+            ack,
+            json!({ "ok": true, "rooms": sorted_rooms(&self.socket) }),
+        );
+        false
+    }
+
+    fn leave(&mut self, arg: Result<Mp, String>, ack: AckSender<Ns>) -> bool {
+        let rooms = match arg.and_then(|a| room_list(&a)) {
+            Ok(rooms) => rooms,
+            Err(e) => {
+                reply(ack, json!({ "error": format!("leave: {e}") }));
+                return false;
+            }
+        };
+        if let Err(over) = limits::names(self.gate.limits(), &rooms) {
+            return self.over("leave", over, ack);
+        }
+        self.socket.leave(rooms);
+        reply(
+            ack,
+            json!({ "ok": true, "rooms": sorted_rooms(&self.socket) }),
+        );
+        false
+    }
+
+    async fn publish(&mut self, arg: Result<Mp, String>, ack: AckSender<Ns>, size: usize) -> bool {
+        let limits = self.gate.limits();
+        if let Err(over) = limits::publish_size(limits, size) {
+            return self.over("publish", over, ack);
+        }
+        if let Err(over) = self.meter.take(limits, std::time::Instant::now()) {
+            return self.over("publish", over, ack);
+        }
+        let req = match arg.and_then(|a| Publish::parse(a, Asker::Socket)) {
+            Ok(req) => req,
+            Err(e) => {
+                reply(ack, json!({ "error": format!("publish: {e}") }));
+                return false;
+            }
+        };
+        let id = self.socket.id.to_string();
+        let view = self.grant.view(&id, self.socket.ns());
+        if let Err(why) = self
+            .gate
+            .publish(&view, &self.grant, req.rooms.as_deref(), &req.event, size)
+            .await
+        {
+            reply(ack, json!({ "error": format!("publish: {why}") }));
+            return false;
+        }
+        emit(&self.socket, &self.io, req, ack).await;
+        false
     }
 }
 
-fn on_leave(socket: &SocketRef<Ns>, arg: Result<Mp, String>, ack: AckSender<Ns>) {
-    match arg.and_then(|a| room_list(&a)) {
-        Ok(rooms) => {
-            socket.leave(rooms);
-            reply(ack, json!({ "ok": true, "rooms": sorted_rooms(socket) }));
-        }
-        Err(e) => reply(ack, json!({ "error": format!("leave: {e}") })),
-    }
-}
-
-async fn on_publish(
-    socket: &SocketRef<Ns>,
-    io: &SocketIo<Ns>,
-    arg: Result<Mp, String>,
-    ack: AckSender<Ns>,
-) {
-    let req = match arg.and_then(|a| Publish::parse(a, Asker::Socket)) {
-        Ok(req) => req,
-        Err(e) => return reply(ack, json!({ "error": format!("publish: {e}") })),
-    };
+async fn emit(socket: &SocketRef<Ns>, io: &SocketIo<Ns>, req: Publish, ack: AckSender<Ns>) {
     let Some(all) = io.of(socket.ns()) else {
         return reply(ack, json!({ "error": "publish: namespace is gone" }));
     };
