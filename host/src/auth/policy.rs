@@ -1,5 +1,5 @@
 //! The policy component: a WebAssembly component of the `wasio:policy` world
-//! (`wit/policy.wit`), asked on every connect, join and publish, under the adapters'
+//! (`wit/policy/policy.wit`), asked on every connect, join and publish, under the adapters'
 //! sandbox (deadline, memory cap, compile cache), and hot-swapped like them.
 //!
 //! SKELETON: the signatures the gate calls. The implementation replaces the bodies.
