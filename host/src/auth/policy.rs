@@ -9,6 +9,7 @@
 //! component (compiled, instantiated, `init`ed) while the old one answers, then
 //! switches: a call already queued on the old instance is answered by it.
 
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, OnceLock, RwLock};
@@ -231,6 +232,17 @@ impl Policy {
         self.running.read().unwrap().is_some()
     }
 
+    /// The `.wasm` file the running policy was read from (none for an upload).
+    pub fn file(&self) -> Option<PathBuf> {
+        self.current().and_then(|r| r.file.clone())
+    }
+
+    /// The options the running policy's `init` was given.
+    pub fn options(&self) -> Option<Json> {
+        self.current()
+            .and_then(|r| serde_json::from_str(&r.options).ok())
+    }
+
     fn current(&self) -> Option<Arc<Running>> {
         self.running.read().unwrap().clone()
     }
@@ -361,6 +373,8 @@ pub fn options_of(auth: &AuthConfig) -> Json {
 /// One loaded policy component and its instance.
 struct Running {
     source: String,
+    /// The `.wasm` file it was read from, when it was one (not an upload).
+    file: Option<PathBuf>,
     sha256: String,
     name: String,
     version: String,
@@ -389,6 +403,10 @@ impl Running {
         }
         let options = options.to_string();
         let source_label = source.label();
+        let file = match &source {
+            WasmSource::File(p) => Some(p.clone()),
+            WasmSource::Builtin(_) | WasmSource::Bytes { .. } => None,
+        };
         let label = source_label.clone();
         let (sha256, pre) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let bytes = read(&source)?;
@@ -400,6 +418,7 @@ impl Running {
         let (live, info) = instantiate(&pre, &source_label, &options, limits, memory).await?;
         Ok(Running {
             source: source_label,
+            file,
             sha256,
             name: info.name,
             version: info.version,
