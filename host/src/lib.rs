@@ -56,6 +56,9 @@ pub fn run_cli() -> std::process::ExitCode {
 #[cfg(feature = "testing")]
 #[allow(missing_docs)]
 pub mod testing {
+    pub use crate::auth::policy::{
+        ConnectRequest, Policy, PolicyStatus, SocketView, Verdict, limits_of,
+    };
     pub use crate::cli::kit::{CheckOptions, Outcome, Report, run as check};
     pub use crate::cluster::codec::encode_packet;
     pub use crate::datasource::mongo::{Feed, MongoDocStore, Setup};

@@ -45,15 +45,27 @@ impl Node {
     /// Starts a node whose config file (in a temp dir of its own) is `config` plus
     /// the `[admin]` section; `files` are written next to it first.
     fn start(config: &str, files: &[(&str, &[u8])]) -> Node {
+        Node::start_in(".", "wasio.toml", config, files)
+    }
+
+    /// As [`Node::start`], with the process started in the temp dir's `cwd` and given
+    /// `--config CONFIG` as it is (a relative path, from `cwd`); `files` are written at
+    /// their paths under the temp dir.
+    fn start_in(cwd: &str, config_arg: &str, config: &str, files: &[(&str, &[u8])]) -> Node {
         let dir = tempfile::tempdir().unwrap();
+        let cwd = dir.path().join(cwd);
+        std::fs::create_dir_all(&cwd).unwrap();
         for (name, bytes) in files {
-            std::fs::write(dir.path().join(name), bytes).unwrap();
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
         }
-        std::fs::write(dir.path().join("wasio.toml"), with_admin(config)).unwrap();
+        std::fs::write(cwd.join(config_arg), with_admin(config)).unwrap();
         let bin = wasio_bin();
         let mut child = Command::new(&bin)
             .args(["serve", "--port", "0", "--config"])
-            .arg(dir.path().join("wasio.toml"))
+            .arg(config_arg)
+            .current_dir(&cwd)
             .env("RUST_LOG", "info")
             .env_remove("WASIO_ADMIN__TOKEN")
             .stdout(Stdio::null())
@@ -166,8 +178,13 @@ impl Node {
 
     /// `wasio adapter ARGS` against this node: exit code, stdout, stderr.
     fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        self.cli_of("adapter", args)
+    }
+
+    /// `wasio COMMAND ARGS` against this node: exit code, stdout, stderr.
+    fn cli_of(&self, command: &str, args: &[&str]) -> (i32, String, String) {
         let out = Command::new(wasio_bin())
-            .arg("adapter")
+            .arg(command)
             .args(args)
             .args(["--admin", &self.admin])
             .env("WASIO_ADMIN_TOKEN", TOKEN)
@@ -538,4 +555,192 @@ async fn sighup_reloads_the_config() {
         s["name"] == "faulty"
     })
     .await;
+}
+
+/// `--config ../run/wasio.toml` from another directory, with `wasm = "../mine/a.wasm"`:
+/// the watcher swaps to the file it watches (once resolved `../run/../mine/a.wasm`),
+/// not to that path resolved a second time (`../run/../run/../mine/a.wasm`).
+#[tokio::test]
+async fn the_watcher_follows_a_relative_path_from_a_relative_config() {
+    let mut node = Node::start_in(
+        "cwd",
+        "../run/wasio.toml",
+        "[adapter]\nwasm = \"../mine/a.wasm\"\n",
+        &[("run/.keep", b""), ("mine/a.wasm", &local_variant("rel"))],
+    );
+    node.wait_log("watching ", Duration::from_secs(10));
+    let faulty = std::fs::read(guest("faulty.wasm")).unwrap();
+    replace_file(&node.path("mine/a.wasm"), &faulty);
+    let s = node
+        .await_status("the watcher's swap to faulty.wasm", |s| {
+            s["name"] == "faulty" || s["failed_swaps"] != 0
+        })
+        .await;
+    assert_eq!(s["name"], "faulty", "{s:#}\n{}", node.log_text());
+    assert_eq!(s["source"], "../run/../mine/a.wasm", "{s:#}");
+}
+
+/// The policy test double with a custom section appended: the same policy, other bytes.
+fn policy_variant(tag: &str) -> Vec<u8> {
+    let mut bytes = std::fs::read(guest("policy_test.wasm")).unwrap();
+    let name = b"wasio-test";
+    let size = 1 + name.len() + tag.len();
+    assert!(size < 128, "one-byte LEB128 sizes");
+    bytes.extend_from_slice(&[0, size as u8, name.len() as u8]);
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(tag.as_bytes());
+    bytes
+}
+
+impl Node {
+    async fn policy(&self) -> Value {
+        let (code, body) = self.call("GET", "/admin/policy", None).await;
+        assert_eq!(code, 200, "{body}");
+        body
+    }
+
+    async fn await_policy(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = self.policy().await;
+            if done(&status) {
+                return status;
+            }
+            assert!(
+                Instant::now() < end,
+                "timed out waiting for {what}; policy {status:#}\nlog:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+const POLICY: &str = "[auth]\npolicy = \"policy.wasm\"\n[auth.policy_options]\nname = \"one\"\n";
+
+#[tokio::test]
+async fn the_policy_is_swapped_by_the_admin_api_the_cli_the_watcher_and_sighup() {
+    let mut node = Node::start(POLICY, &[("policy.wasm", &policy_variant("a"))]);
+    let (code, _) = wasio::testing::http_call(&node.admin, "wrong", "GET", "/admin/policy", None)
+        .await
+        .unwrap();
+    assert_eq!(code, 401);
+    let s = node.policy().await;
+    assert_eq!(
+        (s["active"].clone(), s["name"].clone()),
+        (json!(true), json!("one"))
+    );
+    assert!(
+        s["source"].as_str().unwrap().ends_with("policy.wasm"),
+        "{s:#}"
+    );
+    let first_sha = s["sha256"].clone();
+
+    // By path, with new options.
+    let body = json!({"wasm": "policy.wasm", "options": {"name": "two"}});
+    let (code, s) = node
+        .call(
+            "POST",
+            "/admin/policy",
+            Some(("application/json", body.to_string().into_bytes())),
+        )
+        .await;
+    assert_eq!(code, 200, "{s}");
+    assert_eq!(
+        (s["name"].clone(), s["swaps"].clone()),
+        (json!("two"), json!(1))
+    );
+
+    // Refused: junk, and an init error; the running one stays.
+    let (code, e) = node
+        .call(
+            "POST",
+            "/admin/policy?name=junk",
+            Some(("application/wasm", b"junk".to_vec())),
+        )
+        .await;
+    assert_eq!(code, 422, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("upload:junk"), "{e}");
+    let body = json!({"wasm": "policy.wasm", "options": {"fail_init": true}});
+    let (code, e) = node
+        .call(
+            "POST",
+            "/admin/policy",
+            Some(("application/json", body.to_string().into_bytes())),
+        )
+        .await;
+    assert_eq!(code, 422, "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("init refused on purpose"),
+        "{e}"
+    );
+    let s = node.policy().await;
+    assert_eq!(
+        (s["name"].clone(), s["failed_swaps"].clone()),
+        (json!("two"), json!(2))
+    );
+
+    // The CLI: an upload (options kept), then the status.
+    let other = node.path("other.wasm");
+    std::fs::write(&other, policy_variant("b")).unwrap();
+    let (code, out, err) = node.cli_of("policy", &["swap", other.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("upload:other.wasm"), "{out}");
+    let (code, out, err) = node.cli_of("policy", &["status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("two") && out.contains("refused: 2"), "{out}");
+
+    // SIGHUP: back to the config's policy and options, its file watched again.
+    std::fs::write(
+        node.path("wasio.toml"),
+        with_admin(&POLICY.replace("\"one\"", "\"three\"")),
+    )
+    .unwrap();
+    node.sighup();
+    let s = node
+        .await_policy("SIGHUP's swap", |s| s["name"] == "three")
+        .await;
+    assert_eq!(s["sha256"], first_sha, "{s:#}");
+    node.wait_log("for a new policy", Duration::from_secs(10));
+
+    // The watcher: new bytes in the file are swapped in, with the running options.
+    replace_file(&node.path("policy.wasm"), &policy_variant("c"));
+    let s = node
+        .await_policy("the watcher's swap", |s| s["sha256"] != first_sha)
+        .await;
+    assert_eq!(s["name"], "three", "{s:#}");
+    assert!(
+        s["source"].as_str().unwrap().ends_with("policy.wasm"),
+        "{s:#}"
+    );
+}
+
+#[test]
+fn check_names_the_policy_and_refuses_one_whose_init_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.wasm"), policy_variant("chk")).unwrap();
+    let run = |config: &str| {
+        std::fs::write(dir.path().join("wasio.toml"), config).unwrap();
+        Command::new(wasio_bin())
+            .args(["serve", "--check", "--config"])
+            .arg(dir.path().join("wasio.toml"))
+            .output()
+            .unwrap()
+    };
+    let out = run(POLICY);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("policy `one`"), "{stdout}");
+    assert!(stdout.contains("policy.wasm (sha256 "), "{stdout}");
+
+    let out = run(&format!("{POLICY}fail_init = true\n"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("policy.wasm") && stderr.contains("init refused on purpose"),
+        "{stderr}"
+    );
 }

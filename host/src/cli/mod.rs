@@ -1,4 +1,5 @@
-//! The `wasio` command line: `serve`, the admin client (`adapter status|swap|rollback`),
+//! The `wasio` command line: `serve`, the admin client (`adapter status|swap|rollback`,
+//! `policy status|swap`),
 //! the conformance kit (`adapter check`) and the templates (`adapter new`).
 
 pub(crate) mod kit;
@@ -48,6 +49,30 @@ enum Command {
         admin: AdminArgs,
         #[command(subcommand)]
         command: AdapterCommand,
+    },
+    /// Look at or change the access policy of a running node, through its admin API.
+    Policy {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// The running policy, its answers and faults so far.
+    Status,
+    /// Hot swap to another policy component; the old one answers until the new one is ready.
+    Swap {
+        /// A `.wasm` (uploaded, so it need not be on the node's machine).
+        file: String,
+        /// Send FILE as a path on the node's machine instead of uploading it.
+        #[arg(long)]
+        path: bool,
+        /// The policy's `init` options, as JSON (default: keep the running ones).
+        #[arg(long)]
+        options: Option<String>,
     },
 }
 
@@ -179,6 +204,7 @@ pub fn main() -> ExitCode {
             ..
         } => new_project(&name, lang, dir),
         Command::Adapter { admin, command } => runtime.block_on(adapter_command(admin, command)),
+        Command::Policy { admin, command } => runtime.block_on(policy_command(admin, command)),
     };
     // Tasks left behind (a file watcher, a stuck blocking call) must not hold the exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
@@ -219,11 +245,25 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
         Err(e) => return refuse(format!("{label}: {e:#}")),
     };
     let info = adapter.status().current;
+    let policy = match crate::auth::Policy::from_config(&config.auth, &config.limits).await {
+        Ok(p) => std::sync::Arc::new(p),
+        Err(e) => {
+            adapter.close().await;
+            return refuse(format!("{label}: key `auth.policy`: {e:#}"));
+        }
+    };
     if check {
         println!(
             "ok: {label}: adapter `{}` {} from {} (sha256 {})",
             info.name, info.version, info.source, info.sha256
         );
+        let p = policy.status();
+        if p.active {
+            println!(
+                "ok: {label}: policy `{}` {} from {} (sha256 {})",
+                p.name, p.version, p.source, p.sha256
+            );
+        }
         adapter.close().await;
         return ExitCode::SUCCESS;
     }
@@ -245,7 +285,7 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
         .token
         .clone()
         .map(|token| (config.admin.listen, token));
-    let node = crate::serve::reload::Node::new(adapter.clone(), config, config_path);
+    let node = crate::serve::reload::Node::new(adapter.clone(), policy, config, config_path);
     if let Err(e) = crate::serve::reload::spawn(node.clone(), stop.clone()) {
         return refuse(format!("{e:#}"));
     }
@@ -292,13 +332,13 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
     crate::serve::shutdown::run(server, node, signals).await
 }
 
-/// `wasio adapter ...`: one admin API request, its answer printed.
-async fn adapter_command(args: AdminArgs, command: AdapterCommand) -> ExitCode {
+/// Where the admin API is and its token, from the arguments and the config.
+fn admin_target(args: &AdminArgs) -> Result<(String, String), ExitCode> {
     let config = match Config::load(args.config.as_deref(), std::env::vars()) {
         Ok(c) => c,
-        Err(e) => return refuse(e),
+        Err(e) => return Err(refuse(e)),
     };
-    let base = args.admin.unwrap_or_else(|| {
+    let base = args.admin.clone().unwrap_or_else(|| {
         let mut listen = config.admin.listen;
         // A node listening on every address is reached on this machine's loopback.
         if listen.ip().is_unspecified() {
@@ -306,8 +346,127 @@ async fn adapter_command(args: AdminArgs, command: AdapterCommand) -> ExitCode {
         }
         format!("http://{listen}")
     });
-    let Some(token) = args.token.or(config.admin.token) else {
-        return refuse("no admin token: pass --token, set WASIO_ADMIN_TOKEN or admin.token");
+    let Some(token) = args.token.clone().or(config.admin.token) else {
+        return Err(refuse(
+            "no admin token: pass --token, set WASIO_ADMIN_TOKEN or admin.token",
+        ));
+    };
+    Ok((base, token))
+}
+
+/// One admin API request: its JSON answer when it succeeded, else the exit code (the
+/// error printed).
+async fn admin_call(
+    base: &str,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<(&str, Vec<u8>)>,
+) -> Result<Value, ExitCode> {
+    let (status, answer) = match crate::serve::admin::call(base, token, method, path, body).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Err(ExitCode::from(EXIT_REFUSED));
+        }
+    };
+    if !(200..300).contains(&status) {
+        let msg = answer["error"]
+            .as_str()
+            .map_or_else(|| answer.to_string(), str::to_string);
+        eprintln!("error: HTTP {status}: {msg}");
+        return Err(ExitCode::from(EXIT_REFUSED));
+    }
+    Ok(answer)
+}
+
+/// `wasio policy ...`: one admin API request, its answer printed.
+async fn policy_command(args: AdminArgs, command: PolicyCommand) -> ExitCode {
+    let (base, token) = match admin_target(&args) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let (method, path, body) = match &command {
+        PolicyCommand::Status => ("GET", "/admin/policy".to_string(), None),
+        PolicyCommand::Swap {
+            file,
+            path,
+            options,
+        } => match policy_swap_request(file, *path, options.as_deref()) {
+            Ok((path, body)) => ("POST", path, Some(body)),
+            Err(e) => return refuse(format!("{e:#}")),
+        },
+    };
+    let answer = match admin_call(&base, &token, method, &path, body).await {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    if args.json {
+        println!("{answer:#}");
+    } else {
+        if matches!(command, PolicyCommand::Swap { .. }) {
+            print!("swapped: ");
+        }
+        print_policy(&answer);
+    }
+    ExitCode::SUCCESS
+}
+
+/// The request path and body of `wasio policy swap`.
+fn policy_swap_request(
+    file: &str,
+    as_path: bool,
+    options: Option<&str>,
+) -> anyhow::Result<(String, (&'static str, Vec<u8>))> {
+    use anyhow::Context;
+    let options = options
+        .map(|o| match serde_json::from_str::<Value>(o) {
+            Ok(v) if v.is_object() => Ok(v),
+            Ok(_) => anyhow::bail!("--options: expected a JSON object"),
+            Err(e) => anyhow::bail!("--options: not JSON: {e}"),
+        })
+        .transpose()?;
+    if as_path || options.is_some() {
+        let wasm = std::path::absolute(file)
+            .with_context(|| format!("{file}: cannot make the path absolute"))?;
+        let mut body = serde_json::json!({ "wasm": wasm.display().to_string() });
+        if let Some(o) = options {
+            body["options"] = o;
+        }
+        let body = serde_json::to_vec(&body).context("encoding the request")?;
+        return Ok(("/admin/policy".into(), ("application/json", body)));
+    }
+    let bytes = std::fs::read(file).with_context(|| format!("{file}: cannot read"))?;
+    let name = std::path::Path::new(file)
+        .file_name()
+        .map_or_else(|| file.into(), |n| n.to_string_lossy());
+    let path = format!("/admin/policy?name={}", query_escape(&name));
+    Ok((path, ("application/wasm", bytes)))
+}
+
+/// `NAME VERSION SHA256[..12] SOURCE`, then the counts.
+fn print_policy(p: &Value) {
+    if p["active"] != Value::Bool(true) {
+        println!("no policy (every connect, join and publish is allowed by it)");
+        return;
+    }
+    println!("{}", component_line(p));
+    let d = &p["denied"];
+    println!(
+        "allowed: {}, denied: connect {} join {} publish {}, faults: {}",
+        p["allowed"], d["connect"], d["join"], d["publish"], p["faults"]
+    );
+    println!("swaps: {}, refused: {}", p["swaps"], p["failed_swaps"]);
+    if let Some(e) = p["last_error"].as_str() {
+        println!("last refusal: {e}");
+    }
+}
+
+/// `wasio adapter ...`: one admin API request, its answer printed.
+async fn adapter_command(args: AdminArgs, command: AdapterCommand) -> ExitCode {
+    let (base, token) = match admin_target(&args) {
+        Ok(t) => t,
+        Err(code) => return code,
     };
     let (method, path, body) = match &command {
         AdapterCommand::Status => ("GET", "/admin/adapter".to_string(), None),
@@ -324,21 +483,10 @@ async fn adapter_command(args: AdminArgs, command: AdapterCommand) -> ExitCode {
         // Handled in `main`: they need no node.
         AdapterCommand::Check { .. } | AdapterCommand::New { .. } => return ExitCode::FAILURE,
     };
-    let (status, answer) = match crate::serve::admin::call(&base, &token, method, &path, body).await
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(EXIT_REFUSED);
-        }
+    let answer = match admin_call(&base, &token, method, &path, body).await {
+        Ok(a) => a,
+        Err(code) => return code,
     };
-    if !(200..300).contains(&status) {
-        let msg = answer["error"]
-            .as_str()
-            .map_or_else(|| answer.to_string(), str::to_string);
-        eprintln!("error: HTTP {status}: {msg}");
-        return ExitCode::from(EXIT_REFUSED);
-    }
     if args.json {
         println!("{answer:#}");
     } else if matches!(command, AdapterCommand::Status) {

@@ -133,3 +133,14 @@ fn cache_dir() -> Option<std::path::PathBuf> {
             .map(|d| d.join("wasio")),
     }
 }
+
+/// Compiles `bytes` (named `source` in messages) with no adapter-contract check, for
+/// components of the host's other worlds (the access policy): the caller's linking
+/// says whether it fits. Returns its sha256 and the component.
+pub(crate) fn compile_unchecked(source: &str, bytes: &[u8]) -> anyhow::Result<(String, Component)> {
+    let sha256 = sha256_hex(bytes);
+    match component(source, &sha256, bytes) {
+        Ok(c) => Ok((sha256, c)),
+        Err(finding) => anyhow::bail!("{}", finding.text),
+    }
+}

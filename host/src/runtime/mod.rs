@@ -10,7 +10,7 @@ mod contract;
 pub use bindings::SocketInfo;
 pub(crate) use bindings::{AdapterInfo, PACKAGE, VERSION, WitError, describe};
 pub(crate) use builtin::{builtin, sha256_hex};
-pub(crate) use compile::compile;
+pub(crate) use compile::{compile, compile_unchecked};
 pub use contract::Finding;
 pub(crate) use contract::inspect;
 

@@ -1,5 +1,6 @@
 //! The admin API, on a listener of its own: the running adapter's status, hot swap
-//! (by path, built-in name or uploaded component), rollback and the overview, each
+//! (by path, built-in name or uploaded component), rollback, the access policy's status
+//! and hot swap (by path or upload), and the overview, each
 //! request carrying `Authorization: Bearer TOKEN`; and, open to whoever reaches the
 //! listener, `/metrics` (Prometheus) and the admin page (`/admin`, which asks for the
 //! token). Also the small HTTP client `wasio adapter` uses.
@@ -43,6 +44,7 @@ pub fn router(node: Arc<Node>, token: &str) -> Router {
     let guarded = Router::new()
         .route("/admin/adapter", get(status).post(swap))
         .route("/admin/adapter/rollback", post(rollback))
+        .route("/admin/policy", get(policy_status).post(policy_swap))
         .route("/admin/overview", get(overview))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -148,13 +150,7 @@ async fn swap(
         Ok(b) => b,
         Err(e) => return error(e.status(), e.body_text()),
     };
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase())
-        .unwrap_or_default();
-    let req = match content_type.as_str() {
+    let req = match content_type(&headers).as_str() {
         "application/json" => match serde_json::from_slice::<SwapBody>(&body) {
             Ok(b) => SwapRequest {
                 wasm: Wasm::Path(b.wasm),
@@ -183,8 +179,16 @@ async fn swap(
 }
 
 fn upload(q: UploadQuery, body: Bytes) -> SwapRequest {
-    let name: String = q
-        .name
+    SwapRequest {
+        wasm: upload_wasm(q.name, body),
+        datasource: q.datasource.map(|d| Some(d).filter(|d| !d.is_empty())),
+        options: None,
+    }
+}
+
+/// An uploaded component, labelled `upload:NAME` (default: the start of its sha256).
+fn upload_wasm(name: Option<String>, body: Bytes) -> Wasm {
+    let name: String = name
         .filter(|n| !n.is_empty())
         .map(|n| n.chars().filter(|c| !c.is_control()).take(100).collect())
         .unwrap_or_else(|| {
@@ -192,15 +196,79 @@ fn upload(q: UploadQuery, body: Bytes) -> SwapRequest {
             let digest = sha2::Sha256::digest(&body);
             digest[..6].iter().map(|b| format!("{b:02x}")).collect()
         });
-    let label = format!("upload:{name}");
-    SwapRequest {
-        wasm: Wasm::Upload {
-            label,
-            bytes: Arc::new(body.to_vec()),
-        },
-        datasource: q.datasource.map(|d| Some(d).filter(|d| !d.is_empty())),
-        options: None,
+    Wasm::Upload {
+        label: format!("upload:{name}"),
+        bytes: Arc::new(body.to_vec()),
     }
+}
+
+async fn policy_status(State(admin): State<Admin>) -> Response {
+    Json(admin.node.policy().status()).into_response()
+}
+
+/// The JSON form of a policy swap.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicySwapBody {
+    /// A path (relative to the config file's directory).
+    wasm: String,
+    /// The policy's `init` options; absent keeps the running policy's.
+    options: Option<serde_json::Value>,
+}
+
+/// Query of a policy upload.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyUploadQuery {
+    /// Label of the upload (`upload:NAME`); default: the start of its sha256.
+    name: Option<String>,
+}
+
+/// `POST /admin/policy`: by path (JSON `{"wasm", "options"}`) or upload
+/// (`application/wasm`), as the adapter's swap. 422 when the policy is refused.
+async fn policy_swap(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    query: Result<Query<PolicyUploadQuery>, axum::extract::rejection::QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return error(e.status(), e.body_text()),
+    };
+    let (wasm, options) = match content_type(&headers).as_str() {
+        "application/json" => match serde_json::from_slice::<PolicySwapBody>(&body) {
+            Ok(b) => (Wasm::Path(b.wasm), b.options),
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("request body: {e}")),
+        },
+        "application/wasm" | "application/octet-stream" => match query {
+            Ok(Query(q)) => (upload_wasm(q.name, body), None),
+            Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+        },
+        other => {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "Content-Type `{other}`: send application/json {{\"wasm\": ...}} or the component as application/wasm"
+                ),
+            );
+        }
+    };
+    match admin.node.swap_policy(wasm, options, "admin API").await {
+        Ok(status) => Json(status).into_response(),
+        Err(NodeError::BadRequest(e)) => error(StatusCode::BAD_REQUEST, e),
+        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+    }
+}
+
+/// The media type of a request, lower case, without parameters.
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default()
 }
 
 async fn rollback(State(admin): State<Admin>) -> Response {
@@ -211,6 +279,7 @@ fn report(result: Result<crate::cluster::SwapReport, NodeError>) -> Response {
     match result {
         Ok(r) => Json(r).into_response(),
         Err(NodeError::BadRequest(e)) => error(StatusCode::BAD_REQUEST, e),
+        Err(NodeError::Policy(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
         Err(NodeError::Swap(e)) => {
             let status = match &e {
                 SwapError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,

@@ -1,7 +1,7 @@
-//! Changing the running adapter from outside the process: [`Node`] holds the node's
-//! config and runs every swap one at a time (admin API, file watcher, SIGHUP alike);
-//! [`spawn`] starts the watcher of the adapter's `.wasm` file and the SIGHUP handler
-//! that re-reads the config file.
+//! Changing the running adapter and policy from outside the process: [`Node`] holds
+//! the node's config and runs every swap one at a time (admin API, file watcher, SIGHUP
+//! alike); [`spawn`] starts the watchers of the adapter's and the policy's `.wasm`
+//! files and the SIGHUP handler that re-reads the config file.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::{Mutex, mpsc, watch};
 
+use crate::auth::{Policy, PolicyStatus};
 use crate::cluster::{Adapter, SwapError, SwapReport};
 use crate::config::{AdapterOptions, Config, WasmSource, resolve_wasm};
 use crate::runtime::sha256_hex;
@@ -30,6 +31,8 @@ fn file_of(opts: &AdapterOptions) -> Option<PathBuf> {
 pub enum Wasm {
     /// A path (relative to the config file's directory) or `builtin:NAME`.
     Path(String),
+    /// A path already resolved (the file watcher's), taken as it is.
+    File(PathBuf),
     /// Uploaded bytes, with their label (`upload:NAME`).
     Upload { label: String, bytes: Arc<Vec<u8>> },
 }
@@ -51,6 +54,10 @@ pub enum NodeError {
     /// The adapter refused the swap; the old one keeps serving.
     #[error(transparent)]
     Swap(#[from] SwapError),
+    /// The policy refused the swap (it does not load, or its `init` refused); the old
+    /// one keeps answering.
+    #[error("{0}")]
+    Policy(String),
 }
 
 /// This node's adapter and config, and the one lock all swaps take. What runs now and
@@ -60,16 +67,27 @@ pub struct Node {
     config_path: Option<PathBuf>,
     /// The config as last loaded (datasources, limits, timeouts); held for a whole swap.
     config: Mutex<Config>,
-    /// The `.wasm` file the watcher follows.
+    /// The `.wasm` file the adapter's watcher follows.
     watched: watch::Sender<Option<PathBuf>>,
+    /// The access policy (the same the server's gate asks).
+    policy: Arc<Policy>,
+    /// The `.wasm` file the policy's watcher follows.
+    policy_watched: watch::Sender<Option<PathBuf>>,
     /// How often the admin page's connection history is sampled.
     history_interval: std::time::Duration,
 }
 
 impl Node {
-    /// `config` as loaded from `config_path`; `adapter` is the one it describes.
-    pub fn new(adapter: Adapter, config: Config, config_path: Option<PathBuf>) -> Arc<Node> {
+    /// `config` as loaded from `config_path`; `adapter` and `policy` are the ones it
+    /// describes.
+    pub fn new(
+        adapter: Adapter,
+        policy: Arc<Policy>,
+        config: Config,
+        config_path: Option<PathBuf>,
+    ) -> Arc<Node> {
         let (watched, _) = watch::channel(file_of(&adapter.running_options()));
+        let (policy_watched, _) = watch::channel(policy.file());
         let history_interval = std::time::Duration::from_millis(config.admin.history_interval_ms);
         Arc::new(Node {
             adapter,
@@ -77,11 +95,18 @@ impl Node {
             history_interval,
             config: Mutex::new(config),
             watched,
+            policy,
+            policy_watched,
         })
     }
 
     pub fn adapter(&self) -> &Adapter {
         &self.adapter
+    }
+
+    /// The access policy.
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
     }
 
     /// How often the admin page's connection history is sampled.
@@ -97,12 +122,7 @@ impl Node {
             .datasource
             .unwrap_or_else(|| current.datasource.map(|d| d.name));
         let options = req.options.unwrap_or(current.options);
-        let (wasm, upload) = match req.wasm {
-            Wasm::Path(p) => (resolve_wasm(self.config_path.as_deref(), &p), None),
-            Wasm::Upload { label, bytes } => {
-                (label.clone(), Some(WasmSource::Bytes { label, bytes }))
-            }
-        };
+        let (wasm, upload) = source_of(self.config_path.as_deref(), req.wasm);
         let mut opts = config
             .adapter_options_for(&wasm, datasource.as_deref(), Some(options))
             .map_err(|e| NodeError::BadRequest(e.0))?;
@@ -114,6 +134,39 @@ impl Node {
         let report = self.adapter.swap(opts).await?;
         self.watch_running();
         Ok(report)
+    }
+
+    /// Swaps the policy to `wasm` with `options` (`None` keeps the running policy's,
+    /// else `[auth] policy_options`); a refused one leaves the old one answering.
+    pub async fn swap_policy(
+        &self,
+        wasm: Wasm,
+        options: Option<serde_json::Value>,
+        why: &str,
+    ) -> Result<PolicyStatus, NodeError> {
+        let config = self.config.lock().await;
+        let options = match options {
+            Some(o) if o.is_object() => o,
+            Some(_) => {
+                return Err(NodeError::BadRequest(
+                    "policy options must be a JSON object".into(),
+                ));
+            }
+            None => self
+                .policy
+                .options()
+                .unwrap_or_else(|| crate::auth::policy::options_of(&config.auth)),
+        };
+        let (wasm, upload) = source_of(self.config_path.as_deref(), wasm);
+        let source = upload.unwrap_or_else(|| WasmSource::parse(&wasm));
+        tracing::info!("{why}: swapping the policy to {}", source.label());
+        let status = self
+            .policy
+            .swap(source, options)
+            .await
+            .map_err(|e| NodeError::Policy(format!("{e:#}")))?;
+        self.watch_policy();
+        Ok(status)
     }
 
     /// Swaps back to the adapter that ran before the last swap.
@@ -145,10 +198,54 @@ impl Node {
             path.display(),
             loaded.adapter.wasm
         );
-        if self.adapter.swap(loaded.adapter_options()).await.is_ok() {
+        let adapter_ok = self.adapter.swap(loaded.adapter_options()).await.is_ok();
+        self.reload_policy(&loaded).await;
+        if adapter_ok {
             *config = loaded;
             self.watch_running();
         }
+    }
+
+    /// SIGHUP's part for the policy: swaps to the `[auth] policy` of `loaded` when it
+    /// is not what runs (another file, other bytes, other options), removes it when
+    /// the config names none. A refusal keeps the old one (and is logged).
+    async fn reload_policy(&self, loaded: &Config) {
+        let Some(wanted) = &loaded.auth.policy else {
+            self.policy.clear().await;
+            self.watch_policy();
+            return;
+        };
+        let source = WasmSource::parse(wanted);
+        let options = crate::auth::policy::options_of(&loaded.auth);
+        let status = self.policy.status();
+        let same_bytes = match &source {
+            WasmSource::File(p) => tokio::fs::read(p)
+                .await
+                .is_ok_and(|b| sha256_hex(&b) == status.sha256),
+            WasmSource::Builtin(_) | WasmSource::Bytes { .. } => false,
+        };
+        if status.active
+            && status.source == source.label()
+            && same_bytes
+            && self.policy.options().as_ref() == Some(&options)
+        {
+            tracing::debug!("SIGHUP: the policy is unchanged");
+            return;
+        }
+        tracing::info!("SIGHUP: swapping the policy to {}", source.label());
+        // `Policy::swap` logs a refusal.
+        let _ = self.policy.swap(source, options).await;
+        self.watch_policy();
+    }
+
+    /// Points the policy's watcher at the running policy's file.
+    fn watch_policy(&self) {
+        let file = self.policy.file();
+        self.policy_watched.send_if_modified(|w| {
+            let changed = *w != file;
+            *w = file;
+            changed
+        });
     }
 
     /// Points the watcher at the running adapter's file; the same file keeps its watch.
@@ -185,16 +282,59 @@ impl Node {
             }
         }
         let req = SwapRequest {
-            wasm: Wasm::Path(path.display().to_string()),
+            wasm: watched_file(path),
             datasource: None,
             options: None,
         };
         // The adapter logs a refusal; a later change tries again.
         let _ = self.swap(req, "file watcher").await;
     }
+
+    /// The watched policy `.wasm` changed: swaps to it again, unless the running policy
+    /// already is these bytes (or it moved to another file meanwhile).
+    async fn policy_file_changed(&self, path: &Path) {
+        let bytes = match tokio::fs::read(path).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(
+                    "{}: changed but cannot be read, keeping the running policy: {e}",
+                    path.display()
+                );
+                return;
+            }
+        };
+        if self.policy.file().as_deref() != Some(path) {
+            return;
+        }
+        if sha256_hex(&bytes) == self.policy.status().sha256 {
+            tracing::debug!("{}: changed, same policy; no swap", path.display());
+            return;
+        }
+        // `Policy::swap` logs a refusal; a later change tries again.
+        let _ = self
+            .swap_policy(watched_file(path), None, "file watcher")
+            .await;
+    }
 }
 
-/// Starts the `.wasm` watcher and the SIGHUP handler; both end when `stop` turns true.
+/// Where a swap's component is, by the name `adapter_options_for` takes (a relative
+/// path resolved against the directory of the config file `config_path`), and the
+/// upload's bytes if it is one.
+fn source_of(config_path: Option<&Path>, wasm: Wasm) -> (String, Option<WasmSource>) {
+    match wasm {
+        Wasm::Path(p) => (resolve_wasm(config_path, &p), None),
+        Wasm::File(p) => (p.display().to_string(), None),
+        Wasm::Upload { label, bytes } => (label.clone(), Some(WasmSource::Bytes { label, bytes })),
+    }
+}
+
+/// The swap the file watcher asks for: `path` is already resolved against the config
+/// file's directory (it is the running component's), so it is not resolved again.
+fn watched_file(path: &Path) -> Wasm {
+    Wasm::File(path.to_path_buf())
+}
+
+/// Starts the `.wasm` watchers and the SIGHUP handler; all end when `stop` turns true.
 /// The SIGHUP handler is in place when this returns, so SIGHUP no longer ends the
 /// process.
 pub fn spawn(node: Arc<Node>, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
@@ -212,7 +352,8 @@ pub fn spawn(node: Arc<Node>, stop: watch::Receiver<bool>) -> anyhow::Result<()>
             }
         });
     }
-    tokio::spawn(watch_wasm(node, stop));
+    tokio::spawn(watch_wasm(node.clone(), Which::Adapter, stop.clone()));
+    tokio::spawn(watch_wasm(node, Which::Policy, stop));
     Ok(())
 }
 
@@ -222,9 +363,20 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Follows the adapter's `.wasm` file (whichever it is now) and swaps when it changes.
-async fn watch_wasm(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
-    let mut targets = node.watched.subscribe();
+/// Which component a watcher follows.
+#[derive(Clone, Copy)]
+enum Which {
+    Adapter,
+    Policy,
+}
+
+/// Follows the adapter's or the policy's `.wasm` file (whichever it is now) and swaps
+/// when it changes.
+async fn watch_wasm(node: Arc<Node>, which: Which, mut stop: watch::Receiver<bool>) {
+    let (mut targets, what) = match which {
+        Which::Adapter => (node.watched.subscribe(), "adapter"),
+        Which::Policy => (node.policy_watched.subscribe(), "policy"),
+    };
     loop {
         let target = targets.borrow_and_update().clone();
         let (tx, mut changes) = mpsc::unbounded_channel();
@@ -232,7 +384,7 @@ async fn watch_wasm(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
         let _watcher = match &target {
             Some(path) => match watch_file(path, tx) {
                 Ok(w) => {
-                    tracing::info!("watching {} for a new adapter", path.display());
+                    tracing::info!("watching {} for a new {what}", path.display());
                     Some(w)
                 }
                 Err(e) => {
@@ -252,8 +404,10 @@ async fn watch_wasm(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
                 }
                 Some(()) = changes.recv() => {
                     while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, changes.recv()).await {}
-                    if let Some(path) = &target {
-                        node.file_changed(path).await;
+                    match (&target, which) {
+                        (Some(path), Which::Adapter) => node.file_changed(path).await,
+                        (Some(path), Which::Policy) => node.policy_file_changed(path).await,
+                        (None, _) => {}
                     }
                 }
                 () = stopped(&mut stop) => return,
@@ -296,4 +450,24 @@ fn watch_file(
         .watch(&dir, notify::RecursiveMode::NonRecursive)
         .with_context(|| format!("watching {}", dir.display()))?;
     Ok(watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The watcher's swap names the file it watches: resolved once, at load. With
+    /// `--config run/wasio.toml` and `wasm = "../mine/my.wasm"` the file is
+    /// `run/../mine/my.wasm`, which resolved again would be `run/run/../mine/my.wasm`.
+    #[test]
+    fn the_watchers_swap_is_not_resolved_twice() {
+        let config = Path::new("run/wasio.toml");
+        let loaded = resolve_wasm(Some(config), "../mine/my.wasm");
+        assert_eq!(loaded, "run/../mine/my.wasm");
+        let (target, _) = source_of(Some(config), watched_file(Path::new(&loaded)));
+        assert_eq!(target, loaded);
+        // The admin API's and SIGHUP's paths are the config's own: resolved here.
+        let (admin, _) = source_of(Some(config), Wasm::Path("../mine/my.wasm".into()));
+        assert_eq!(admin, loaded);
+    }
 }
