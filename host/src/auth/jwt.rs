@@ -51,8 +51,9 @@ impl Verifier {
         let public = match &config.public_key {
             None => None,
             Some(path) => {
-                let pem = std::fs::read(path)
-                    .with_context(|| format!("auth.jwt.public_key: cannot read {}", path.display()))?;
+                let pem = std::fs::read(path).with_context(|| {
+                    format!("auth.jwt.public_key: cannot read {}", path.display())
+                })?;
                 // The file says which family it is: an EC key or an RSA one.
                 let key = DecodingKey::from_ec_pem(&pem)
                     .map(|k| (Algorithm::ES256, k))
@@ -157,7 +158,10 @@ impl Verifier {
 
     fn key_for(&self, alg: Algorithm, kid: Option<&str>) -> Result<&DecodingKey, String> {
         if alg == Algorithm::HS256 {
-            return self.secret.as_ref().ok_or_else(|| "HS256 is not accepted".into());
+            return self
+                .secret
+                .as_ref()
+                .ok_or_else(|| "HS256 is not accepted".into());
         }
         let from_set = match kid {
             Some(kid) => self.jwks.iter().find(|(k, _)| k.as_deref() == Some(kid)),

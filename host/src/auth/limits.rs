@@ -187,7 +187,10 @@ mod tests {
         assert!(e.message.contains("rooms_per_join"), "{}", e.message);
         assert!(names(&l, &["x".repeat(257)]).is_err());
         assert!(room_count(&l, 999, 1).is_ok());
-        assert_eq!(room_count(&l, 999, 2).unwrap_err().limit, Limit::RoomsPerSocket);
+        assert_eq!(
+            room_count(&l, 999, 2).unwrap_err().limit,
+            Limit::RoomsPerSocket
+        );
         assert!(publish_size(&l, 512 * 1024).is_ok() && publish_size(&l, 512 * 1024 + 1).is_err());
     }
 }

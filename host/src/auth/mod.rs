@@ -76,7 +76,11 @@ impl Counters {
         let mut out = Vec::new();
         for (s, sn) in stages {
             for (b, bn) in bys {
-                out.push((sn, bn, self.denied[s as usize][b as usize].load(Ordering::Relaxed)));
+                out.push((
+                    sn,
+                    bn,
+                    self.denied[s as usize][b as usize].load(Ordering::Relaxed),
+                ));
             }
         }
         out
@@ -102,7 +106,10 @@ pub struct Grant {
 impl Grant {
     /// The socket's `data` as `fetchSockets` shows it: the token's data claims.
     pub fn data(&self) -> Map<String, Json> {
-        self.token.as_ref().map(|t| t.data.clone()).unwrap_or_default()
+        self.token
+            .as_ref()
+            .map(|t| t.data.clone())
+            .unwrap_or_default()
     }
 
     fn claims(&self) -> Option<&Json> {
@@ -240,12 +247,19 @@ impl Gate {
     }
 
     /// Whether `socket` may join all of `rooms` (the error is its ack's message).
-    pub async fn join(&self, socket: &SocketView<'_>, grant: &Grant, rooms: &[String]) -> Result<(), String> {
+    pub async fn join(
+        &self,
+        socket: &SocketView<'_>,
+        grant: &Grant,
+        rooms: &[String],
+    ) -> Result<(), String> {
         if let Some(token) = &grant.token
             && let Some(room) = token.rights.join_refused(rooms)
         {
             self.counters.deny(Stage::Join, By::Claims);
-            return Err(format!("forbidden: the token does not grant joining `{room}`"));
+            return Err(format!(
+                "forbidden: the token does not grant joining `{room}`"
+            ));
         }
         if let Some(policy) = &self.policy
             && let Verdict::Deny(why) = policy.join(socket, rooms).await

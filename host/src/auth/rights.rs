@@ -103,7 +103,10 @@ mod tests {
     fn claims_grant_exact_names_and_patterns() {
         let claim = json!({"join": ["lobby", "user:42:*"], "publish": ["chat:*"]});
         let r = Rights::from_claim(Some(&claim)).unwrap();
-        assert!(r.namespaces.allows("/any"), "no namespaces field: every one");
+        assert!(
+            r.namespaces.allows("/any"),
+            "no namespaces field: every one"
+        );
         let rooms = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(r.join_refused(&rooms(&["lobby", "user:42:inbox"])), None);
         assert_eq!(
