@@ -6,6 +6,10 @@ use crate::runtime::bindings::wasio::adapter::log::{Host, Level};
 impl Host for HostState {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         let adapter = self.node.adapter_name();
+        // Debug and trace lines are too many to say what led to a fault.
+        if !matches!(level, Level::Trace | Level::Debug) {
+            self.node.output.push(&message);
+        }
         match level {
             Level::Trace => tracing::trace!(target: "wasio::guest", %adapter, "{message}"),
             Level::Debug => tracing::debug!(target: "wasio::guest", %adapter, "{message}"),

@@ -27,6 +27,9 @@ pub struct Metrics {
     pub swaps: AtomicU64,
     /// Swaps refused (the running adapter kept serving).
     pub failed_swaps: AtomicU64,
+    /// Cluster requests the guest never finished (`requests.finish`): the host's
+    /// deadline ended them with what had arrived.
+    pub abandoned_requests: AtomicU64,
     /// Linear memory of the instance that last grew (the serving one, in practice).
     pub guest_memory_bytes: Arc<AtomicU64>,
     /// Latency of guest calls, by operation (`broadcast`, `on-message`, ...).
@@ -88,6 +91,7 @@ impl Metrics {
             "dropped_messages": get(&self.dropped_messages),
             "swaps": get(&self.swaps),
             "failed_swaps": get(&self.failed_swaps),
+            "abandoned_requests": get(&self.abandoned_requests),
             "guest_memory_bytes": get(&self.guest_memory_bytes),
         })
     }

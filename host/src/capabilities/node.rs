@@ -31,6 +31,8 @@ pub(crate) struct NodeState {
     pub hooks: Hooks,
     /// The node's counters.
     pub metrics: Metrics,
+    /// The guest's last output lines, for explaining a fault.
+    pub output: RecentOutput,
     events: Events,
     generations: AtomicU64,
 }
@@ -46,6 +48,7 @@ impl NodeState {
             timers: Timers::default(),
             hooks: Hooks::default(),
             metrics: Metrics::default(),
+            output: RecentOutput::default(),
             events,
             generations: AtomicU64::new(0),
         })
@@ -101,6 +104,52 @@ impl NodeState {
     /// left to whoever drains it.
     pub(crate) fn instance_retired(&self, generation: u64) {
         self.timers.cancel_generation(generation);
+    }
+}
+
+/// How many of the guest's last output lines are kept to explain a fault.
+const RECENT_LINES: usize = 10;
+/// Longest line kept (in bytes); the rest is cut.
+const RECENT_LINE_BYTES: usize = 500;
+
+/// The guest's last lines on stderr, stdout and `log` (a Python traceback ends up
+/// here line by line), and a copy taken at its last fault: what the host logged at
+/// WARN is then also at hand for whoever reports the fault (the conformance kit).
+#[derive(Default)]
+pub(crate) struct RecentOutput {
+    lines: std::sync::Mutex<std::collections::VecDeque<String>>,
+    at_fault: std::sync::Mutex<Vec<String>>,
+}
+
+impl RecentOutput {
+    /// Keeps `line`, dropping the oldest beyond the bound.
+    pub(crate) fn push(&self, line: &str) {
+        let mut line = line.trim_end().to_string();
+        if line.len() > RECENT_LINE_BYTES {
+            let mut cut = RECENT_LINE_BYTES;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.truncate(cut);
+            line.push('…');
+        }
+        let mut lines = self.lines.lock().unwrap();
+        if lines.len() == RECENT_LINES {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+
+    /// A fault happened: what the guest wrote before it becomes the fault's output,
+    /// and the next fault starts from nothing.
+    pub(crate) fn fault(&self) {
+        let lines: Vec<String> = self.lines.lock().unwrap().drain(..).collect();
+        *self.at_fault.lock().unwrap() = lines;
+    }
+
+    /// What the guest wrote before its last fault (at most 10 lines).
+    pub(crate) fn at_fault(&self) -> Vec<String> {
+        self.at_fault.lock().unwrap().clone()
     }
 }
 

@@ -36,6 +36,7 @@ impl GuestOutput {
         if text.trim().is_empty() {
             return;
         }
+        self.node.output.push(&text);
         let adapter = self.node.adapter_name();
         tracing::warn!(target: "wasio::guest", %adapter, stream = self.stream, "{}", text.trim_end());
     }

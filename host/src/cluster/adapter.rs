@@ -97,6 +97,12 @@ impl Adapter {
         &self.0.node.metrics
     }
 
+    /// What the guest wrote (stderr, stdout, `log` at info and above) just before its
+    /// last trap or stop, at most 10 lines: a Python traceback, a Rust panic message.
+    pub fn output_before_fault(&self) -> Vec<String> {
+        self.0.node.output.at_fault()
+    }
+
     /// Sets what runs here when another node does `serverSideEmit`.
     pub fn on_server_side_emit(&self, handler: ServerSideHandler) {
         self.0.node.hooks.set_server_side_handler(Some(handler));
@@ -247,6 +253,11 @@ impl Adapter {
         Ok(match answers.outcome {
             Ok(()) => Outcome::Done(answers.parts),
             Err(e) if answers.abandoned => {
+                self.0
+                    .node
+                    .metrics
+                    .abandoned_requests
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(op, "the adapter never finished a request: {e}");
                 Outcome::Done(answers.parts)
             }

@@ -376,6 +376,7 @@ impl GuestSlot {
             Err(e) => {
                 let cause = fault_cause(&e);
                 self.node.metrics.record_fault(&e);
+                self.node.output.fault();
                 tracing::error!(adapter = %self.info.name, op, %cause, trace = %backtrace(&e), "guest stopped; re-instantiating");
                 *guard = None;
                 self.node.instance_gone(

@@ -26,51 +26,115 @@ const C: usize = 2;
 pub async fn run_all(c: &Cluster) -> Vec<Row> {
     let mut rows = Vec::new();
     let r = &mut rows;
-    row(r, "server count: each node counts 3", server_count(c)).await;
-    row(r, "broadcast to all: every client once", to_all(c)).await;
-    row(r, "socket.broadcast: all but the sender", except_sender(c)).await;
-    row(r, "broadcast to a room: members only", to_room(c)).await;
-    row(r, "broadcast to rooms: a member of two once", to_rooms(c)).await;
-    row(r, "broadcast except a room", except_room(c)).await;
+    row(c, r, "server count: each node counts 3", server_count(c)).await;
+    row(c, r, "broadcast to all: every client once", to_all(c)).await;
     row(
+        c,
+        r,
+        "socket.broadcast: all but the sender",
+        except_sender(c),
+    )
+    .await;
+    row(c, r, "broadcast to a room: members only", to_room(c)).await;
+    row(
+        c,
+        r,
+        "broadcast to rooms: a member of two once",
+        to_rooms(c),
+    )
+    .await;
+    row(c, r, "broadcast except a room", except_room(c)).await;
+    row(
+        c,
         r,
         "socketsJoin / socketsLeave on another node",
         join_leave(c),
     )
     .await;
-    row(r, "fetchSockets: every socket and its rooms", fetch(c)).await;
-    row(r, "fetchSockets in a room", fetch_room(c)).await;
-    row(r, "allRooms: the union", all_rooms(c)).await;
-    row(r, "serverSideEmit: other nodes once each", server_side(c)).await;
+    row(c, r, "fetchSockets: every socket and its rooms", fetch(c)).await;
+    row(c, r, "fetchSockets in a room", fetch_room(c)).await;
+    row(c, r, "allRooms: the union", all_rooms(c)).await;
     row(
+        c,
+        r,
+        "serverSideEmit: other nodes once each",
+        server_side(c),
+    )
+    .await;
+    row(
+        c,
         r,
         "serverSideEmit with ack: one per node",
         server_side_ack(c),
     )
     .await;
     row(
+        c,
         r,
         "broadcast with ack: every client's ack",
         broadcast_ack(c),
     )
     .await;
-    row(r, "disconnectSockets on another node", disconnect(c)).await;
-    row(r, "malformed messages: dropped, counted", malformed(c)).await;
-    row(r, "a node disappears: requests still end", node_dies(c)).await;
+    row(c, r, "disconnectSockets on another node", disconnect(c)).await;
+    row(c, r, "malformed messages: dropped, counted", malformed(c)).await;
+    row(c, r, "a node disappears: requests still end", node_dies(c)).await;
     rows
 }
 
 async fn row(
+    c: &Cluster,
     rows: &mut Vec<Row>,
     scenario: &'static str,
     check: impl Future<Output = anyhow::Result<Outcome>>,
 ) {
     let started = Instant::now();
-    let outcome = match tokio::time::timeout(ROW_LIMIT, check).await {
+    let faults_before: Vec<u64> = c.nodes.iter().map(|n| faults(&n.adapter)).collect();
+    let abandoned_before: Vec<u64> = c.nodes.iter().map(|n| abandoned(&n.adapter)).collect();
+    let mut outcome = match tokio::time::timeout(ROW_LIMIT, check).await {
         Ok(Ok(o)) => o,
         Ok(Err(e)) => Outcome::Fail(format!("{e:#}")),
         Err(_) => Outcome::Fail(format!("did not finish within {ROW_LIMIT:?}")),
     };
+    // The host ends a request the guest never finished at its deadline, with what
+    // arrived: the row may look right, but every such call waited 6 s.
+    if outcome == Outcome::Pass {
+        let unfinished: Vec<String> = c
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(n, node)| {
+                let k = abandoned(&node.adapter) - abandoned_before[n];
+                (k > 0).then(|| format!("node {} {k}×", label(n)))
+            })
+            .collect();
+        if !unfinished.is_empty() {
+            outcome = Outcome::Fail(format!(
+                "the adapter never called `requests.finish`: the host's deadline ({REQUEST_TIMEOUT:?} and its grace) ended the request ({})",
+                unfinished.join(", ")
+            ));
+        }
+    }
+    // A fault's message is only `wasm unreachable`: what the guest wrote before it
+    // (a Python traceback, a panic message) says why.
+    if let Outcome::Fail(why) = &mut outcome {
+        for (n, node) in c.nodes.iter().enumerate() {
+            if faults(&node.adapter) == faults_before[n] {
+                continue;
+            }
+            let lines = node.adapter.output_before_fault();
+            if lines.is_empty() {
+                continue;
+            }
+            why.push_str(&format!(
+                "\n  node {}'s guest wrote before its fault:",
+                label(n)
+            ));
+            for l in lines {
+                why.push_str("\n    | ");
+                why.push_str(&l);
+            }
+        }
+    }
     rows.push(Row {
         scenario,
         outcome,
@@ -95,6 +159,19 @@ async fn until(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
+}
+
+/// How often `adapter`'s guest trapped or was stopped.
+fn faults(adapter: &crate::cluster::Adapter) -> u64 {
+    let m = adapter.metrics();
+    m.traps.load(Ordering::Relaxed)
+        + m.deadline_stops.load(Ordering::Relaxed)
+        + m.memory_stops.load(Ordering::Relaxed)
+}
+
+/// How many cluster requests `adapter`'s guest never finished.
+fn abandoned(adapter: &crate::cluster::Adapter) -> u64 {
+    adapter.metrics().abandoned_requests.load(Ordering::Relaxed)
 }
 
 fn name(n: usize, i: usize) -> String {
@@ -449,8 +526,9 @@ fn connected() -> Vec<(usize, usize)> {
     every().into_iter().filter(|k| *k != (C, 1)).collect()
 }
 
-/// Garbage, and messages with the right shape but wrong contents, on every channel
-/// (or watched collection) the adapters listen to. Each node must refuse (and so count)
+/// Garbage, messages with the right shape but wrong contents, and hostile JSON (deep
+/// nesting, lone surrogates, integers out of range) on every channel (or watched
+/// collection) the adapters listen to. Each node must refuse (and so count)
 /// at least one, keep its instance (no trap), and still relay.
 async fn malformed(c: &Cluster) -> anyhow::Result<Outcome> {
     let before: Vec<u64> = c
@@ -458,17 +536,7 @@ async fn malformed(c: &Cluster) -> anyhow::Result<Outcome> {
         .iter()
         .map(|n| n.adapter.metrics().dropped_messages.load(Ordering::Relaxed))
         .collect();
-    let faults = |c: &Cluster| -> u64 {
-        c.nodes
-            .iter()
-            .map(|n| {
-                let m = n.adapter.metrics();
-                m.traps.load(Ordering::Relaxed)
-                    + m.deadline_stops.load(Ordering::Relaxed)
-                    + m.memory_stops.load(Ordering::Relaxed)
-            })
-            .sum()
-    };
+    let faults = |c: &Cluster| -> u64 { c.nodes.iter().map(|n| faults(&n.adapter)).sum() };
     let faults_before = faults(c);
     if let Some(link) = c.pubsub(A) {
         let topics = link.topics();
@@ -481,13 +549,18 @@ async fn malformed(c: &Cluster) -> anyhow::Result<Outcome> {
             b"\x93\xa4junk\x01\xc0",
             &[0xff; 4096],
         ];
+        let hostile = hostile_json();
         for topic in &topics {
             let (channel, sharded) = match topic {
                 Topic::Channel(ch) => (ch.clone(), false),
                 Topic::Shard(ch) => (ch.clone(), true),
                 Topic::Pattern(p) => (p.replace(['*', '?'], "x"), false),
             };
-            for p in payloads {
+            for p in payloads
+                .iter()
+                .copied()
+                .chain(hostile.iter().map(Vec::as_slice))
+            {
                 link.publish(channel.clone(), p.to_vec(), sharded)
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
             }
@@ -547,6 +620,73 @@ async fn malformed(c: &Cluster) -> anyhow::Result<Outcome> {
         faults(c) - faults_before
     );
     Ok(Outcome::Pass)
+}
+
+/// JSON that parses (or nearly) but holds what a guest's bindings cannot hand to the
+/// host — a lone surrogate is no WIT `string`, 2^64 no `u64` — or that overflows a
+/// recursive parser: once as plain JSON, once in the shape of `wasio-json` messages
+/// (guest-adapters/json-protocol.md) from another node, so that it gets past a JSON
+/// adapter's first checks to the code that hands values to imports.
+fn hostile_json() -> Vec<Vec<u8>> {
+    let deep =
+        |open: &str, close: &str| format!("{}1{}", open.repeat(100_000), close.repeat(100_000));
+    let opts = |rooms: &str| {
+        format!(
+            r#"{{"rooms":{rooms},"except":[],"flags":{{"local":false,"broadcast":false,"volatile":false}},"sid":null,"serverId":null}}"#
+        )
+    };
+    let msg = |fields: &str| format!(r#"{{"v":1,"uid":"intruder","nsp":"/",{fields}}}"#);
+    let mut out = vec![
+        deep("[", "]"),
+        deep(r#"{"a":"#, "}"),
+        r#""\ud800""#.to_string(),
+        r#"{"v":1,"uid":"\udc00","nsp":"/","type":"broadcast"}"#.to_string(),
+        r#"{"v":18446744073709551616,"uid":"intruder","nsp":"/","type":"broadcast"}"#.to_string(),
+        msg(&format!(
+            r#""type":"broadcast","packet":"","opts":{}"#,
+            deep("[", "]")
+        )),
+        msg(&format!(
+            r#""type":"broadcast","packet":"","opts":{}"#,
+            opts(r#"["\ud800x"]"#)
+        )),
+        msg(&format!(
+            r#""type":"join","rooms":["\udfff"],"opts":{}"#,
+            opts("[]")
+        )),
+        msg(&format!(
+            r#""type":"leave","rooms":["ok"],"opts":{}"#,
+            opts(r#"["a","\ud83d"]"#)
+        )),
+        msg(r#""type":"emit","data":"\ud800""#),
+    ];
+    for n in [
+        "18446744073709551616",
+        "-9223372036854775809",
+        "1e400",
+        "-1",
+    ] {
+        out.push(msg(&format!(
+            r#""type":"fetch","rid":{n},"opts":{}"#,
+            opts("[]")
+        )));
+        out.push(msg(&format!(
+            r#""type":"rooms","rid":{n},"opts":{}"#,
+            opts("[]")
+        )));
+        out.push(msg(&format!(r#""type":"emit","rid":{n},"data":"""#)));
+        out.push(msg(&format!(
+            r#""type":"broadcast-ack","rid":{n},"timeout":{n},"packet":"","opts":{}"#,
+            opts("[]")
+        )));
+        out.push(msg(&format!(
+            r#""type":"broadcast-ack","rid":1,"timeout":{n},"packet":"","opts":{}"#,
+            opts("[]")
+        )));
+        out.push(msg(&format!(r#""type":"count","rid":{n},"count":{n}"#)));
+        out.push(msg(&format!(r#""type":"ack","rid":{n},"data":"""#)));
+    }
+    out.into_iter().map(String::into_bytes).collect()
 }
 
 async fn node_dies(c: &Cluster) -> anyhow::Result<Outcome> {
