@@ -252,11 +252,20 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
             return refuse(format!("{label}: key `auth.policy`: {e:#}"));
         }
     };
+    let gate =
+        match crate::auth::Gate::new(&config.auth, config.server.limits.clone(), policy.clone()) {
+            Ok(g) => std::sync::Arc::new(g),
+            Err(e) => {
+                adapter.close().await;
+                return refuse(format!("{label}: {e:#}"));
+            }
+        };
     if check {
         println!(
             "ok: {label}: adapter `{}` {} from {} (sha256 {})",
             info.name, info.version, info.source, info.sha256
         );
+        println!("ok: {label}: auth {}", config.auth.mode());
         let p = policy.status();
         if p.active {
             println!(
@@ -267,7 +276,15 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
         adapter.close().await;
         return ExitCode::SUCCESS;
     }
-    let (router, io) = match crate::serve::server::app(adapter.clone(), &config.server).await {
+    if gate.is_open() {
+        tracing::warn!(
+            "auth is off: the relay is open, any client may connect, join any room and publish to anyone (set [auth.jwt] or [auth] policy)"
+        );
+    } else {
+        tracing::info!(mode = config.auth.mode(), "auth on");
+    }
+    let served = crate::serve::server::app_gated(adapter.clone(), &config.server, gate.clone());
+    let (router, io) = match served.await {
         Ok(app) => app,
         Err(e) => return refuse(format!("{label}: {e:#}")),
     };
@@ -285,7 +302,7 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
         .token
         .clone()
         .map(|token| (config.admin.listen, token));
-    let node = crate::serve::reload::Node::new(adapter.clone(), policy, config, config_path);
+    let node = crate::serve::reload::Node::new(adapter.clone(), policy, gate, config, config_path);
     if let Err(e) = crate::serve::reload::spawn(node.clone(), stop.clone()) {
         return refuse(format!("{e:#}"));
     }
