@@ -1,6 +1,6 @@
 //! The `wasio` command line: `serve`, the admin client (`adapter status|swap|rollback`,
 //! `policy status|swap`),
-//! the conformance kit (`adapter check`) and the templates (`adapter new`).
+//! the conformance kit (`adapter check`) and the templates (`adapter new`, `policy new`).
 
 pub(crate) mod kit;
 mod template;
@@ -73,6 +73,17 @@ enum PolicyCommand {
         /// The policy's `init` options, as JSON (default: keep the running ones).
         #[arg(long)]
         options: Option<String>,
+    },
+    /// Write a starting project for a policy of your own (an example to edit).
+    New {
+        /// The project's name (also its directory, unless --dir).
+        name: String,
+        /// The language.
+        #[arg(long, value_enum)]
+        lang: template::Lang,
+        /// Where to write it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -202,7 +213,11 @@ pub fn main() -> ExitCode {
         Command::Adapter {
             command: AdapterCommand::New { name, lang, dir },
             ..
-        } => new_project(&name, lang, dir),
+        } => new_project(template::Kit::Adapter, &name, lang, dir),
+        Command::Policy {
+            command: PolicyCommand::New { name, lang, dir },
+            ..
+        } => new_project(template::Kit::Policy, &name, lang, dir),
         Command::Adapter { admin, command } => runtime.block_on(adapter_command(admin, command)),
         Command::Policy { admin, command } => runtime.block_on(policy_command(admin, command)),
     };
@@ -405,6 +420,8 @@ async fn policy_command(args: AdminArgs, command: PolicyCommand) -> ExitCode {
     };
     let (method, path, body) = match &command {
         PolicyCommand::Status => ("GET", "/admin/policy".to_string(), None),
+        // Handled in `main`: it needs no node.
+        PolicyCommand::New { .. } => return ExitCode::FAILURE,
         PolicyCommand::Swap {
             file,
             path,
@@ -540,10 +557,16 @@ async fn check(file: String, datasource: String, options: String, wait_ms: u64) 
     }
 }
 
-/// `wasio adapter new`: writes the project and says how to build and check it.
-fn new_project(name: &str, lang: template::Lang, dir: Option<PathBuf>) -> ExitCode {
+/// `wasio adapter new`, `wasio policy new`: writes the project and says how to build
+/// and use it.
+fn new_project(
+    kit: template::Kit,
+    name: &str,
+    lang: template::Lang,
+    dir: Option<PathBuf>,
+) -> ExitCode {
     let dir = dir.unwrap_or_else(|| PathBuf::from(name));
-    match template::write(name, lang, &dir) {
+    match template::write(kit, name, lang, &dir) {
         Ok(next) => {
             println!("wrote {}\n\n{next}", dir.display());
             ExitCode::SUCCESS
