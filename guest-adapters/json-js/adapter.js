@@ -362,13 +362,15 @@ const utf8Encode = (text) => Uint8Array.fromBase64(btoa(unescape(encodeURICompon
 const utf8Decode = (bytes) => decodeURIComponent(escape(atob(bytes.toBase64())));
 
 function parse(payload) {
+  // Before decoding: a hostile message (100 000 brackets) is refused within its first
+  // few kilobytes, not after copying it whole a few times under the call's deadline.
+  if (tooDeep(payload)) throw invalid(`JSON nested deeper than ${MAX_DEPTH} levels`);
   let text;
   try {
     text = utf8Decode(payload);
   } catch {
     throw invalid("not UTF-8");
   }
-  if (tooDeep(text)) throw invalid(`JSON nested deeper than ${MAX_DEPTH} levels`);
   try {
     return JSON.parse(text);
   } catch (e) {
@@ -377,30 +379,22 @@ function parse(payload) {
 }
 
 // JSON.parse recurses once per nesting level and, 2000 to 3000 levels down, exhausts the
-// wasm stack: a trap, not an exception. A text with fewer brackets cannot nest that deep
-// (the usual case, counted natively); else its JSON outside strings is scanned.
+// wasm stack: a trap, not an exception. The UTF-8 bytes are scanned (brackets and quotes
+// are ASCII), skipping strings, and the scan stops as soon as it is too deep.
 const MAX_DEPTH = 1000;
+const [OPEN_A, OPEN_O, CLOSE_A, CLOSE_O, QUOTE, BACKSLASH] = [0x5b, 0x7b, 0x5d, 0x7d, 0x22, 0x5c];
 
-function tooDeep(text) {
-  if (text.length - text.replaceAll("[", "").replaceAll("{", "").length <= MAX_DEPTH) return false;
+function tooDeep(bytes) {
   let depth = 0;
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i];
-    if (c === "[" || c === "{") depth++;
-    else if (c === "]" || c === "}") depth--;
-    else if (c === '"') i = stringEnd(text, i);
-    if (depth > MAX_DEPTH) return true;
-    if (i < 0) return false; // an unterminated string: JSON.parse fails before going deeper
+  for (let i = 0; i < bytes.length; i++) {
+    const c = bytes[i];
+    if (c === OPEN_A || c === OPEN_O) {
+      if (++depth > MAX_DEPTH) return true;
+    } else if (c === CLOSE_A || c === CLOSE_O) depth--;
+    else if (c === QUOTE) {
+      // To the closing quote; an escaped character is skipped whole.
+      for (i++; i < bytes.length && bytes[i] !== QUOTE; i++) if (bytes[i] === BACKSLASH) i++;
+    }
   }
   return false;
-}
-
-// The index of the quote that ends the string opened at `start`, -1 if none.
-function stringEnd(text, start) {
-  for (let i = text.indexOf('"', start + 1); i > 0; i = text.indexOf('"', i + 1)) {
-    let backslashes = 0;
-    while (text[i - 1 - backslashes] === "\\") backslashes++;
-    if (backslashes % 2 === 0) return i;
-  }
-  return -1;
 }
