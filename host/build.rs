@@ -23,6 +23,8 @@ const GUESTS: &[(&str, &str, Option<&str>)] = &[
     ),
     // The Rust starting project of `wasio adapter new --lang rust`, built so tests find it.
     ("wasio-guest-json-rust", "json_rust.wasm", None),
+    // The Rust starting project of `wasio policy new --lang rust`, likewise.
+    ("wasio-policy-rust", "policy_rust.wasm", None),
     // Test doubles, built here so tests find them; never embedded.
     ("faulty", "faulty.wasm", None),
     ("future-version", "future_version.wasm", None),
@@ -48,6 +50,7 @@ fn main() {
         "guest-adapters/redis",
         "guest-adapters/mongodb",
         "guest-adapters/json-rust",
+        "guest-adapters/policy-rust",
         "tests/guests",
         "tests/redis-next",
         "Cargo.lock",

@@ -1,10 +1,7 @@
 #!/usr/bin/env bash
-# Builds the adapter component: bash build.sh OUT.wasm (OUT relative to the caller's directory).
+# Builds the adapter component: bash build.sh OUT.wasm (OUT relative to the caller's
+# directory). The toolchain is installed on first use.
 set -euo pipefail
-out="$(realpath -m "${1:?usage: build.sh OUT.wasm}")"
+[ $# -eq 1 ] || { echo "usage: bash $0 OUT.wasm" >&2; exit 2; }
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-cd "$here"
-[ -d node_modules ] || npm ci --no-audit --no-fund
-mkdir -p "$(dirname "$out")"
-# --sync: the host does not use the component-model async ABI.
-npx --no-install componentize-qjs --sync --wit ../../wit --world pubsub-adapter --js adapter.js -o "$out"
+exec bash "$here/../toolchain/js.sh" "$here" ../../wit pubsub-adapter adapter.js "$1"

@@ -4,20 +4,16 @@ Run:  WASIO_BIN=/path/to/wasio .venv/bin/pytest -q tests/py
 Every wait is bounded; a broken server fails the test instead of hanging it.
 """
 
-import os
 import queue
-import socket
-import subprocess
-import tempfile
 import time
 import uuid
 
 import pytest
-import requests
 import socketio
 
+from wasio_server import serve
+
 TIMEOUT = 5.0
-START_TIMEOUT = float(os.environ.get("WASIO_TEST_START_TIMEOUT_MS", "20000")) / 1000
 
 CONFIG = """\
 [server]
@@ -33,62 +29,11 @@ memory_mib = 64
 """
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server():
-    """One wasio server for the module: yields its base URL; asserts it is still alive at the end."""
-    binary = os.environ.get("WASIO_BIN")
-    if not binary:
-        pytest.fail("WASIO_BIN is not set: point it at the wasio binary (e.g. target/debug/wasio)")
-    if not os.path.exists(binary):
-        pytest.fail(f"WASIO_BIN={binary} does not exist")
-    with tempfile.TemporaryDirectory(prefix="wasio-py-") as tmp:
-        config = os.path.join(tmp, "config.toml")
-        with open(config, "w") as f:
-            f.write(CONFIG)
-        log_path = os.path.join(tmp, "stderr.log")
-        with open(log_path, "wb") as log:
-            port = free_port()
-            proc = subprocess.Popen(
-                [os.path.abspath(binary), "serve", "--config", config, "--port", str(port)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            url = f"http://127.0.0.1:{port}"
-
-            def stderr():
-                with open(log_path, "rb") as f:
-                    return f.read().decode(errors="replace")
-
-            try:
-                deadline = time.monotonic() + START_TIMEOUT
-                while True:
-                    if proc.poll() is not None:
-                        pytest.fail(f"wasio exited with {proc.returncode} before serving:\n{stderr()}")
-                    try:
-                        r = requests.get(f"{url}/healthz", timeout=1)
-                        if r.status_code == 200 and r.json().get("status") == "ok":
-                            break
-                    except (requests.RequestException, ValueError):
-                        pass
-                    if time.monotonic() > deadline:
-                        pytest.fail(f"wasio not healthy after {START_TIMEOUT}s:\n{stderr()}")
-                    time.sleep(0.05)  # poll interval
-                yield url
-                assert proc.poll() is None, f"wasio exited during the tests ({proc.returncode}):\n{stderr()}"
-            finally:
-                if proc.poll() is None:
-                    proc.terminate()
-                    try:
-                        proc.wait(timeout=5)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait()
+    """One wasio server for the module: yields its base URL."""
+    with serve(CONFIG) as node:
+        yield node.url
 
 
 class Client:

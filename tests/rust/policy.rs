@@ -199,14 +199,12 @@ async fn a_refused_swap_keeps_the_old_policy() {
     let err = p
         .swap(WasmSource::File(junk.clone()), json!({}))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(format!("{err:#}").contains("junk.wasm"), "{err:#}");
     let err = p
         .swap(policy_wasm(), json!({"fail_init": true}))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(format!("{err:#}").contains("init refused"), "{err:#}");
 
     let after = p.status();
@@ -243,8 +241,7 @@ async fn no_policy_allows_until_one_is_swapped_in() {
     let builtin = p
         .swap(WasmSource::Builtin("allow".into()), json!({}))
         .await
-        .err()
-        .expect("no built-in policies");
+        .expect_err("no built-in policies");
     assert!(format!("{builtin:#}").contains("no built-in policies"));
 }
 

@@ -29,7 +29,8 @@ pub struct Verifier {
     /// A PEM public key and the family (RS256 or ES256) it is for.
     public: Option<(Algorithm, DecodingKey)>,
     /// JWKS keys by `kid`.
-    jwks: Vec<(Option<String>, DecodingKey)>,
+    /// `(kid, family, key)`: the family (RS256 or ES256) from the key's type.
+    jwks: Vec<(Option<String>, Algorithm, DecodingKey)>,
     issuer: Option<String>,
     audience: Option<String>,
     leeway_s: u64,
@@ -85,7 +86,13 @@ impl Verifier {
                                 jwk.common.key_id
                             )
                         })?;
-                        Ok((jwk.common.key_id.clone(), key))
+                        // A key serves only its own family: an RS256 token must not be
+                        // checked against an EC key that happens to be alone in the set.
+                        let family = match &jwk.algorithm {
+                            jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                            _ => Algorithm::ES256,
+                        };
+                        Ok((jwk.common.key_id.clone(), family, key))
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?
             }
@@ -163,12 +170,15 @@ impl Verifier {
                 .as_ref()
                 .ok_or_else(|| "HS256 is not accepted".into());
         }
+        let mut family = self.jwks.iter().filter(|(_, f, _)| *f == alg);
         let from_set = match kid {
-            Some(kid) => self.jwks.iter().find(|(k, _)| k.as_deref() == Some(kid)),
-            None if self.jwks.len() == 1 => self.jwks.first(),
-            None => None,
+            Some(kid) => family.find(|(k, _, _)| k.as_deref() == Some(kid)),
+            // Without a kid, a set holding one key of the family names it.
+            None => family
+                .next()
+                .filter(|_| self.jwks.iter().filter(|(_, f, _)| *f == alg).count() == 1),
         };
-        if let Some((_, key)) = from_set {
+        if let Some((_, _, key)) = from_set {
             return Ok(key);
         }
         match &self.public {

@@ -130,6 +130,7 @@ impl Grant {
 pub struct Gate {
     /// `None` with `[auth.jwt]` off; swapped whole on SIGHUP.
     jwt: ArcSwapOption<Verifier>,
+    /// Asked only while a policy component runs (it can be swapped in and out).
     policy: Option<Arc<Policy>>,
     limits: SocketLimits,
     /// Refusals and limit hits.
@@ -161,10 +162,10 @@ impl Gate {
     pub fn new(
         auth: &AuthConfig,
         limits: SocketLimits,
-        policy: Option<Arc<Policy>>,
+        policy: Arc<Policy>,
     ) -> anyhow::Result<Gate> {
         let gate = Gate {
-            policy,
+            policy: Some(policy),
             ..Gate::open(limits)
         };
         if let Some(jwt) = &auth.jwt {
@@ -176,8 +177,14 @@ impl Gate {
     /// Re-reads the token keys (SIGHUP); a config that does not load keeps the old ones.
     pub fn reload(&self, auth: &AuthConfig) -> anyhow::Result<()> {
         let next = auth.jwt.as_ref().map(Verifier::from_config).transpose()?;
-        if let Some(v) = &next {
-            tracing::info!(jwks_keys = v.jwks_len(), "auth: token keys re-read");
+        match &next {
+            Some(v) => tracing::info!(jwks_keys = v.jwks_len(), "auth: token keys re-read"),
+            None if self.jwt.load().is_some() => {
+                tracing::warn!(
+                    "auth: [auth.jwt] is gone from the config: tokens are no longer checked"
+                )
+            }
+            None => {}
         }
         self.jwt.store(next.map(Arc::new));
         Ok(())
@@ -185,17 +192,17 @@ impl Gate {
 
     /// Whether anyone may do anything.
     pub fn is_open(&self) -> bool {
-        self.jwt.load().is_none() && self.policy.is_none()
+        self.jwt.load().is_none() && self.active_policy().is_none()
+    }
+
+    /// The policy component, while one runs.
+    fn active_policy(&self) -> Option<&Arc<Policy>> {
+        self.policy.as_ref().filter(|p| p.is_active())
     }
 
     /// What one connection may cost.
     pub fn limits(&self) -> &SocketLimits {
         &self.limits
-    }
-
-    /// The policy component, if one runs.
-    pub fn policy(&self) -> Option<&Arc<Policy>> {
-        self.policy.as_ref()
     }
 
     /// Lets a client in, or says why not (its `connect_error` message).
@@ -219,7 +226,7 @@ impl Gate {
             }
             grant.token = Some(token);
         }
-        if let Some(policy) = &self.policy {
+        if let Some(policy) = self.active_policy() {
             let headers = req
                 .parts
                 .headers
@@ -261,7 +268,7 @@ impl Gate {
                 "forbidden: the token does not grant joining `{room}`"
             ));
         }
-        if let Some(policy) = &self.policy
+        if let Some(policy) = self.active_policy()
             && let Verdict::Deny(why) = policy.join(socket, rooms).await
         {
             self.counters.deny(Stage::Join, By::Policy);
@@ -285,7 +292,7 @@ impl Gate {
             self.counters.deny(Stage::Publish, By::Claims);
             return Err(format!("forbidden: {why}"));
         }
-        if let Some(policy) = &self.policy
+        if let Some(policy) = self.active_policy()
             && let Verdict::Deny(why) = policy.publish(socket, rooms, event, bytes).await
         {
             self.counters.deny(Stage::Publish, By::Policy);

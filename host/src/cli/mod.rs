@@ -1,6 +1,6 @@
 //! The `wasio` command line: `serve`, the admin client (`adapter status|swap|rollback`,
 //! `policy status|swap`),
-//! the conformance kit (`adapter check`) and the templates (`adapter new`).
+//! the conformance kit (`adapter check`) and the templates (`adapter new`, `policy new`).
 
 pub(crate) mod kit;
 mod template;
@@ -73,6 +73,17 @@ enum PolicyCommand {
         /// The policy's `init` options, as JSON (default: keep the running ones).
         #[arg(long)]
         options: Option<String>,
+    },
+    /// Write a starting project for a policy of your own (an example to edit).
+    New {
+        /// The project's name (also its directory, unless --dir).
+        name: String,
+        /// The language.
+        #[arg(long, value_enum)]
+        lang: template::Lang,
+        /// Where to write it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -202,7 +213,11 @@ pub fn main() -> ExitCode {
         Command::Adapter {
             command: AdapterCommand::New { name, lang, dir },
             ..
-        } => new_project(&name, lang, dir),
+        } => new_project(template::Kit::Adapter, &name, lang, dir),
+        Command::Policy {
+            command: PolicyCommand::New { name, lang, dir },
+            ..
+        } => new_project(template::Kit::Policy, &name, lang, dir),
         Command::Adapter { admin, command } => runtime.block_on(adapter_command(admin, command)),
         Command::Policy { admin, command } => runtime.block_on(policy_command(admin, command)),
     };
@@ -267,11 +282,20 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
         }
     }
     let [server_tls, admin_tls] = tls;
+    let gate =
+        match crate::auth::Gate::new(&config.auth, config.server.limits.clone(), policy.clone()) {
+            Ok(g) => std::sync::Arc::new(g),
+            Err(e) => {
+                adapter.close().await;
+                return refuse(format!("{label}: {e:#}"));
+            }
+        };
     if check {
         println!(
             "ok: {label}: adapter `{}` {} from {} (sha256 {})",
             info.name, info.version, info.source, info.sha256
         );
+        println!("ok: {label}: auth {}", config.auth.mode());
         let p = policy.status();
         if p.active {
             println!(
@@ -282,7 +306,15 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
         adapter.close().await;
         return ExitCode::SUCCESS;
     }
-    let (router, io) = match crate::serve::server::app(adapter.clone(), &config.server).await {
+    if gate.is_open() {
+        tracing::warn!(
+            "auth is off: the relay is open, any client may connect, join any room and publish to anyone (set [auth.jwt] or [auth] policy)"
+        );
+    } else {
+        tracing::info!(mode = config.auth.mode(), "auth on");
+    }
+    let served = crate::serve::server::app_gated(adapter.clone(), &config.server, gate.clone());
+    let (router, io) = match served.await {
         Ok(app) => app,
         Err(e) => return refuse(format!("{label}: {e:#}")),
     };
@@ -300,7 +332,7 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
         .token
         .clone()
         .map(|token| (config.admin.listen, token));
-    let node = crate::serve::reload::Node::new(adapter.clone(), policy, config, config_path);
+    let node = crate::serve::reload::Node::new(adapter.clone(), policy, gate, config, config_path);
     node.set_tls(server_tls.clone(), admin_tls.clone());
     if let Err(e) = crate::serve::reload::spawn(node.clone(), stop.clone()) {
         return refuse(format!("{e:#}"));
@@ -322,14 +354,19 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
             let router = crate::serve::admin::router(node, &token);
             let stop = stop.clone();
             tokio::spawn(async move {
-                if let Err(e) = crate::serve::admin::serve(listener, router, admin_tls, stop).await {
+                if let Err(e) = crate::serve::admin::serve(listener, router, admin_tls, stop).await
+                {
                     tracing::error!("admin API: {e:#}");
                 }
             });
         }
         None => tracing::info!("admin API off (no admin.token configured)"),
     }
-    let scheme = if server_tls.is_some() { "https" } else { "http" };
+    let scheme = if server_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let bound = move |addr: SocketAddr| {
         tracing::info!(adapter = %info.name, version = %info.version, source = %info.source, "wasio listening on {scheme}://{addr}");
     };
@@ -339,7 +376,9 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
     };
     let draining = crate::serve::shutdown::Draining::default();
     let router = router.layer(axum::Extension(draining.clone()));
-    let server = tokio::spawn(crate::serve::server::serve(router, addr, server_tls, bound, stopped));
+    let server = tokio::spawn(crate::serve::server::serve(
+        router, addr, server_tls, bound, stopped,
+    ));
     let node = crate::serve::shutdown::Node {
         draining,
         stop: stop_tx,
@@ -406,6 +445,8 @@ async fn policy_command(args: AdminArgs, command: PolicyCommand) -> ExitCode {
     };
     let (method, path, body) = match &command {
         PolicyCommand::Status => ("GET", "/admin/policy".to_string(), None),
+        // Handled in `main`: it needs no node.
+        PolicyCommand::New { .. } => return ExitCode::FAILURE,
         PolicyCommand::Swap {
             file,
             path,
@@ -541,10 +582,16 @@ async fn check(file: String, datasource: String, options: String, wait_ms: u64) 
     }
 }
 
-/// `wasio adapter new`: writes the project and says how to build and check it.
-fn new_project(name: &str, lang: template::Lang, dir: Option<PathBuf>) -> ExitCode {
+/// `wasio adapter new`, `wasio policy new`: writes the project and says how to build
+/// and use it.
+fn new_project(
+    kit: template::Kit,
+    name: &str,
+    lang: template::Lang,
+    dir: Option<PathBuf>,
+) -> ExitCode {
     let dir = dir.unwrap_or_else(|| PathBuf::from(name));
-    match template::write(name, lang, &dir) {
+    match template::write(kit, name, lang, &dir) {
         Ok(next) => {
             println!("wrote {}\n\n{next}", dir.display());
             ExitCode::SUCCESS

@@ -62,7 +62,11 @@ async fn metrics(State(admin): State<Admin>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        super::prometheus::render(admin.node.adapter()),
+        super::prometheus::render(
+            admin.node.adapter(),
+            admin.node.gate(),
+            &admin.node.policy().status(),
+        ),
     )
         .into_response()
 }

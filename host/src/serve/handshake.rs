@@ -10,6 +10,7 @@ use socketioxide::extract::SocketRef;
 use socketioxide_core::Sid;
 
 use super::server::Ns;
+use crate::auth::Grant;
 use crate::capabilities::SocketInspector;
 
 /// What is remembered of a socket's connection.
@@ -74,9 +75,16 @@ pub fn inspector(io: SocketIo<Ns>) -> SocketInspector {
         ]);
         let mut handshake = Vec::new();
         rmpv::encode::write_value(&mut handshake, &map).ok()?;
-        // wasio keeps no per-socket `data` of its own: an empty object, as a fresh
-        // Node.js socket has.
-        Some((handshake, vec![0x80]))
+        // A socket's `data` is what its token's `data_claims` copied (an empty object,
+        // as a fresh Node.js socket has, without a token).
+        let data = socket
+            .extensions
+            .get::<Arc<Grant>>()
+            .and_then(|g| rmpv::ext::to_value(g.data()).ok())
+            .unwrap_or(Mp::Map(vec![]));
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, &data).ok()?;
+        Some((handshake, bytes))
     })
 }
 

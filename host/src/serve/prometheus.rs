@@ -4,10 +4,11 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::auth::{Gate, PolicyStatus};
 use crate::cluster::Adapter;
 
-/// The Prometheus exposition of `adapter`'s node.
-pub fn render(adapter: &Adapter) -> String {
+/// The Prometheus exposition of the node of `adapter`, its `gate` and its `policy`.
+pub fn render(adapter: &Adapter, gate: &Gate, policy: &PolicyStatus) -> String {
     let mut out = Out::default();
     let info = adapter.status().current;
 
@@ -171,7 +172,83 @@ pub fn render(adapter: &Adapter) -> String {
     if let Some(ds) = adapter.datasource_status() {
         datasource(&mut out, &ds);
     }
+    auth(&mut out, gate, policy);
     out.text
+}
+
+/// Who was refused what, limits hit, and the policy component's answers.
+fn auth(out: &mut Out, gate: &Gate, policy: &PolicyStatus) {
+    out.gauge(
+        "wasio_auth_enabled",
+        "Whether connects, joins and publishes are checked (1) or the relay is open (0).",
+        f64::from(u8::from(!gate.is_open())),
+    );
+    let name = "wasio_auth_denied_total";
+    out.family(
+        name,
+        "counter",
+        "Requests refused, by stage (connect, join, publish) and by what refused them (token, claims, policy).",
+    );
+    for (stage, by, n) in gate.counters.denied() {
+        out.sample(name, &[("stage", stage), ("by", by)], n as f64);
+    }
+    let name = "wasio_limit_hits_total";
+    out.family(
+        name,
+        "counter",
+        "Requests over a per-connection limit, answered with an error ack, by limit.",
+    );
+    for (limit, n) in gate.counters.limits() {
+        out.sample(name, &[("limit", limit)], n as f64);
+    }
+    if !policy.active {
+        return;
+    }
+    out.family(
+        "wasio_policy_info",
+        "gauge",
+        "The policy component answering now (value 1).",
+    );
+    out.sample(
+        "wasio_policy_info",
+        &[
+            ("policy", &policy.name),
+            ("version", &policy.version),
+            ("source", &policy.source),
+            ("sha256", &policy.sha256),
+        ],
+        1.0,
+    );
+    let name = "wasio_policy_answers_total";
+    out.family(name, "counter", "The policy's answers, by verdict.");
+    out.sample(name, &[("verdict", "allow")], policy.allowed as f64);
+    let d = &policy.denied;
+    out.sample(
+        name,
+        &[("verdict", "deny")],
+        (d.connect + d.join + d.publish) as f64,
+    );
+    let counters = [
+        (
+            "wasio_policy_faults_total",
+            "Policy calls that trapped, ran out of time or memory (each a denial).",
+            policy.faults,
+        ),
+        (
+            "wasio_policy_swaps_total",
+            "Policies swapped in.",
+            policy.swaps,
+        ),
+        (
+            "wasio_policy_failed_swaps_total",
+            "Policy swaps refused (the running policy kept answering).",
+            policy.failed_swaps,
+        ),
+    ];
+    for (name, help, n) in counters {
+        out.family(name, "counter", help);
+        out.sample(name, &[], n as f64);
+    }
 }
 
 /// The datasource link's counters, labelled with its name and connector.

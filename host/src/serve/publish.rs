@@ -1,6 +1,7 @@
 //! `POST /api/publish`: back ends in any language emit to clients without a Socket.IO
-//! client. Guarded by `server.api_key` (off without one); the emit goes through the
-//! adapter, so it reaches the whole cluster, Node.js nodes included.
+//! client. Guarded by `server.api_key` (may publish anywhere) and `[[server.api_keys]]`
+//! (each limited to some namespaces and rooms); off without any. The emit goes through
+//! the adapter, so it reaches the whole cluster, Node.js nodes included.
 //!
 //! ```text
 //! curl -H 'Authorization: Bearer KEY' -H 'Content-Type: application/json' \
@@ -22,19 +23,38 @@ use socketioxide::SocketIo;
 
 use super::request::{Asker, Publish};
 use super::server::Ns;
+use crate::auth::{Patterns, Rights};
+use crate::config::ServerConfig;
 
 #[derive(Clone)]
 struct Api {
     io: SocketIo<Ns>,
-    key: Option<Arc<str>>,
+    /// Each key and where it may publish; empty turns the API off.
+    keys: Arc<[(String, Rights)]>,
 }
 
-/// The publish route on `io`; `key` None turns it off (404 saying how to turn it on).
-pub fn router(io: SocketIo<Ns>, key: Option<&str>) -> Router {
-    let state = Api {
-        io,
-        key: key.map(Into::into),
+/// The publish route on `io` for `server`'s keys; without any it answers 404 saying
+/// how to turn it on.
+pub fn router(io: SocketIo<Ns>, server: &ServerConfig) -> Router {
+    let anywhere = || Rights {
+        namespaces: Patterns::new(["*"]),
+        join: Patterns::default(),
+        publish: Patterns::new(["*"]),
     };
+    let keys = server
+        .api_key
+        .iter()
+        .map(|k| (k.clone(), anywhere()))
+        .chain(server.api_keys.iter().map(|k| {
+            let rights = Rights {
+                namespaces: Patterns::new(k.namespaces.clone()),
+                join: Patterns::default(),
+                publish: Patterns::new(k.rooms.clone()),
+            };
+            (k.key.clone(), rights)
+        }))
+        .collect();
+    let state = Api { io, keys };
     Router::new()
         .route("/api/publish", post(publish))
         .with_state(state)
@@ -56,21 +76,27 @@ fn given_key(headers: &HeaderMap) -> Option<&str> {
 }
 
 async fn publish(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(key) = &api.key else {
+    if api.keys.is_empty() {
         return error(
             StatusCode::NOT_FOUND,
-            "the publish API is off: set server.api_key (or WASIO_SERVER__API_KEY)",
+            "the publish API is off: set server.api_key (or WASIO_SERVER__API_KEY) or [[server.api_keys]]",
         );
-    };
-    match given_key(&headers) {
-        Some(k) if super::admin::same_secret(k.as_bytes(), key.as_bytes()) => {}
-        _ => {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong API key (Authorization: Bearer KEY or X-API-Key: KEY)",
-            );
+    }
+    let given = given_key(&headers).unwrap_or("");
+    // Every key is compared (in constant time each), so the answer's timing does not
+    // tell which one nearly matched.
+    let mut rights = None;
+    for (key, r) in api.keys.iter() {
+        if super::admin::same_secret(given.as_bytes(), key.as_bytes()) && rights.is_none() {
+            rights = Some(r);
         }
     }
+    let Some(rights) = rights.filter(|_| !given.is_empty()) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong API key (Authorization: Bearer KEY or X-API-Key: KEY)",
+        );
+    };
     let req = match serde_json::from_slice::<Value>(&body) {
         Ok(b) => rmpv::ext::to_value(b)
             .map_err(|e| e.to_string())
@@ -81,6 +107,16 @@ async fn publish(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Res
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("request body: {e}")),
     };
+    let nsp = req.namespace.as_deref().unwrap_or("/");
+    if !rights.namespaces.allows(nsp) {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("this API key may not publish in namespace `{nsp}`"),
+        );
+    }
+    if let Some(why) = rights.publish_refused(req.rooms.as_deref()) {
+        return error(StatusCode::FORBIDDEN, format!("this API key: {why}"));
+    }
     match emit(&api.io, req).await {
         Ok(count) => Json(json!({ "ok": true, "local_count": count })).into_response(),
         Err((status, msg)) => error(status, msg),

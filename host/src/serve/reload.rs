@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::{Mutex, mpsc, watch};
 
-use crate::auth::{Policy, PolicyStatus};
+use crate::auth::{Gate, Policy, PolicyStatus};
 use crate::cluster::{Adapter, SwapError, SwapReport};
 use crate::config::{AdapterOptions, Config, WasmSource, resolve_wasm};
 use crate::runtime::sha256_hex;
@@ -72,6 +72,8 @@ pub struct Node {
     watched: watch::Sender<Option<PathBuf>>,
     /// The access policy (the same the server's gate asks).
     policy: Arc<Policy>,
+    /// The server's checks: token keys re-read on SIGHUP, refusals for `/metrics`.
+    gate: Arc<Gate>,
     /// The `.wasm` file the policy's watcher follows.
     policy_watched: watch::Sender<Option<PathBuf>>,
     /// How often the admin page's connection history is sampled.
@@ -87,11 +89,12 @@ struct Listeners {
 }
 
 impl Node {
-    /// `config` as loaded from `config_path`; `adapter` and `policy` are the ones it
-    /// describes.
+    /// `config` as loaded from `config_path`; `adapter`, `policy` and `gate` are the
+    /// ones it describes.
     pub fn new(
         adapter: Adapter,
         policy: Arc<Policy>,
+        gate: Arc<Gate>,
         config: Config,
         config_path: Option<PathBuf>,
     ) -> Arc<Node> {
@@ -105,6 +108,7 @@ impl Node {
             config: Mutex::new(config),
             watched,
             policy,
+            gate,
             policy_watched,
             tls: std::sync::OnceLock::new(),
         })
@@ -123,6 +127,11 @@ impl Node {
     /// The access policy.
     pub fn policy(&self) -> &Arc<Policy> {
         &self.policy
+    }
+
+    /// The server's checks.
+    pub fn gate(&self) -> &Arc<Gate> {
+        &self.gate
     }
 
     /// How often the admin page's connection history is sampled.
@@ -194,8 +203,9 @@ impl Node {
         Ok(report)
     }
 
-    /// SIGHUP: re-reads the config file and swaps to its `[adapter]`. A config that
-    /// does not load, or an adapter refused, changes nothing.
+    /// SIGHUP: re-reads the config file, swaps to its `[adapter]` and `[auth] policy`
+    /// and re-reads the token keys. A config that does not load changes nothing; each
+    /// part refused keeps its old self.
     pub async fn reload(&self) {
         let Some(path) = &self.config_path else {
             tracing::warn!("SIGHUP: no config file to re-read (started without --config)");
@@ -217,6 +227,10 @@ impl Node {
         );
         let adapter_ok = self.adapter.swap(loaded.adapter_options()).await.is_ok();
         self.reload_policy(&loaded).await;
+        // Keys rotate (a JWKS file rewritten): read them again; a bad file keeps the old.
+        if let Err(e) = self.gate.reload(&loaded.auth) {
+            tracing::warn!("SIGHUP: token keys refused, keeping the old ones: {e:#}");
+        }
         if adapter_ok {
             *config = loaded;
             self.watch_running();
@@ -238,9 +252,9 @@ impl Node {
                         "tls: certificate re-read for `{key}` from {}",
                         files.cert.display()
                     ),
-                    Err(e) => tracing::warn!(
-                        "tls: key `{key}`: {e:#}; keeping the old certificate"
-                    ),
+                    Err(e) => {
+                        tracing::warn!("tls: key `{key}`: {e:#}; keeping the old certificate")
+                    }
                 },
                 (None, None) => {}
                 // A listener cannot switch between http and https while it listens.

@@ -82,10 +82,7 @@ pub async fn app_gated(
             "/healthz",
             get(move |d: Option<Extension<Draining>>| health(health_adapter.clone(), d)),
         )
-        .merge(super::publish::router(
-            io.clone(),
-            server.api_key.as_deref(),
-        ))
+        .merge(super::publish::router(io.clone(), server))
         .layer(layer)
         .layer(cors(&server.cors));
     Ok((router, io))
@@ -194,7 +191,7 @@ async fn register_relay(
         let req = Connecting {
             namespace: socket.ns(),
             auth: &json,
-            parts: &parts,
+            parts,
         };
         gate.connect(req).await.map_err(|why| {
             tracing::debug!(sid = %socket.id, ns = socket.ns(), "connect refused: {why}");

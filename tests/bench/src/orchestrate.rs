@@ -351,6 +351,10 @@ fn spawn(
     Ok(cmd.spawn()?)
 }
 
+/// The bench measures delivery at saturation, which one publisher socket may drive past
+/// the default 100 publishes/s: no per-socket rate limit (native and Node.js have none).
+const UNLIMITED: &str = "\n[server.limits]\npublishes_per_second = 0\n";
+
 /// The config of a wasio node on Redis: adapter `wasm` (`builtin:redis` or a path to a
 /// Redis guest), channel prefix `key`.
 pub(crate) fn wasio_config(port: u16, wasm: &str, redis: &str, key: &str) -> String {
@@ -370,7 +374,7 @@ key = "{key}"
 [datasources.cache]
 connector = "redis"
 url = "{redis}"
-"#
+{UNLIMITED}"#
     )
 }
 
@@ -384,7 +388,7 @@ namespaces = ["/"]
 
 [adapter]
 wasm = "builtin:local"
-"#
+{UNLIMITED}"#
     )
 }
 
@@ -407,7 +411,7 @@ collection = "{key}"
 [datasources.db]
 connector = "mongodb"
 url = "{mongodb}"
-"#
+{UNLIMITED}"#
     )
 }
 

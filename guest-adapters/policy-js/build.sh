@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Builds the JavaScript policy into a WebAssembly component: bash build.sh OUT.wasm
+# (OUT relative to the current directory). The toolchain is installed on first use.
+set -euo pipefail
+[ $# -eq 1 ] || { echo "usage: bash $0 OUT.wasm" >&2; exit 2; }
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+exec bash "$here/../toolchain/js.sh" "$here" ../../wit/policy access-policy policy.js "$1"
