@@ -66,6 +66,7 @@ async fn metrics(State(admin): State<Admin>) -> Response {
             admin.node.adapter(),
             admin.node.gate(),
             &admin.node.policy().status(),
+            admin.node.failed_handshakes(),
         ),
     )
         .into_response()

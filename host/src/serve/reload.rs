@@ -120,6 +120,17 @@ impl Node {
         let _ = self.tls.set(Listeners { server, admin });
     }
 
+    /// TLS handshakes that failed or timed out, both listeners together.
+    pub fn failed_handshakes(&self) -> u64 {
+        self.tls.get().map_or(0, |l| {
+            [&l.server, &l.admin]
+                .into_iter()
+                .flatten()
+                .map(|t| t.failed_handshakes())
+                .sum()
+        })
+    }
+
     pub fn adapter(&self) -> &Adapter {
         &self.adapter
     }
