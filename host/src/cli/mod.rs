@@ -267,6 +267,21 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
             return refuse(format!("{label}: key `auth.policy`: {e:#}"));
         }
     };
+    // A certificate that does not load refuses the start (and `--check`).
+    let mut tls = [None, None];
+    for (slot, key, files) in [
+        (0, "server.tls", &config.server.tls),
+        (1, "admin.tls", &config.admin.tls),
+    ] {
+        match files.as_ref().map(crate::serve::tls::Tls::load).transpose() {
+            Ok(t) => tls[slot] = t.map(std::sync::Arc::new),
+            Err(e) => {
+                adapter.close().await;
+                return refuse(format!("{label}: key `{key}`: {e:#}"));
+            }
+        }
+    }
+    let [server_tls, admin_tls] = tls;
     let gate =
         match crate::auth::Gate::new(&config.auth, config.server.limits.clone(), policy.clone()) {
             Ok(g) => std::sync::Arc::new(g),
@@ -318,6 +333,7 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
         .clone()
         .map(|token| (config.admin.listen, token));
     let node = crate::serve::reload::Node::new(adapter.clone(), policy, gate, config, config_path);
+    node.set_tls(server_tls.clone(), admin_tls.clone());
     if let Err(e) = crate::serve::reload::spawn(node.clone(), stop.clone()) {
         return refuse(format!("{e:#}"));
     }
@@ -332,20 +348,27 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
                 }
             };
             if let Ok(a) = listener.local_addr() {
-                tracing::info!("admin API listening on http://{a}");
+                let scheme = if admin_tls.is_some() { "https" } else { "http" };
+                tracing::info!("admin API listening on {scheme}://{a}");
             }
             let router = crate::serve::admin::router(node, &token);
             let stop = stop.clone();
             tokio::spawn(async move {
-                if let Err(e) = crate::serve::admin::serve(listener, router, stop).await {
+                if let Err(e) = crate::serve::admin::serve(listener, router, admin_tls, stop).await
+                {
                     tracing::error!("admin API: {e:#}");
                 }
             });
         }
         None => tracing::info!("admin API off (no admin.token configured)"),
     }
+    let scheme = if server_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let bound = move |addr: SocketAddr| {
-        tracing::info!(adapter = %info.name, version = %info.version, source = %info.source, "wasio listening on http://{addr}");
+        tracing::info!(adapter = %info.name, version = %info.version, source = %info.source, "wasio listening on {scheme}://{addr}");
     };
     let mut server_stop = stop;
     let stopped = async move {
@@ -353,7 +376,9 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
     };
     let draining = crate::serve::shutdown::Draining::default();
     let router = router.layer(axum::Extension(draining.clone()));
-    let server = tokio::spawn(crate::serve::server::serve(router, addr, bound, stopped));
+    let server = tokio::spawn(crate::serve::server::serve(
+        router, addr, server_tls, bound, stopped,
+    ));
     let node = crate::serve::shutdown::Node {
         draining,
         stop: stop_tx,

@@ -66,6 +66,7 @@ async fn metrics(State(admin): State<Admin>) -> Response {
             admin.node.adapter(),
             admin.node.gate(),
             &admin.node.policy().status(),
+            admin.node.failed_handshakes(),
         ),
     )
         .into_response()
@@ -295,18 +296,22 @@ fn report(result: Result<crate::cluster::SwapReport, NodeError>) -> Response {
     }
 }
 
-/// Serves the admin API on `listener` until `stop` turns true.
+/// Serves the admin API on `listener` until `stop` turns true, over `tls` when given.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    tls: Option<Arc<super::tls::Tls>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await?;
-    Ok(())
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    match tls {
+        Some(tls) => super::tls::serve(listener, router, tls, stopped).await,
+        None => Ok(axum::serve(listener, router)
+            .with_graceful_shutdown(stopped)
+            .await?),
+    }
 }
 
 /// A request to an admin API at `base` (`http://HOST:PORT`): the status and the JSON

@@ -11,3 +11,4 @@ pub(crate) mod reload;
 mod request;
 pub(crate) mod server;
 pub(crate) mod shutdown;
+pub mod tls;

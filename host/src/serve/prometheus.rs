@@ -8,7 +8,7 @@ use crate::auth::{Gate, PolicyStatus};
 use crate::cluster::Adapter;
 
 /// The Prometheus exposition of the node of `adapter`, its `gate` and its `policy`.
-pub fn render(adapter: &Adapter, gate: &Gate, policy: &PolicyStatus) -> String {
+pub fn render(adapter: &Adapter, gate: &Gate, policy: &PolicyStatus, tls_failures: u64) -> String {
     let mut out = Out::default();
     let info = adapter.status().current;
 
@@ -173,6 +173,16 @@ pub fn render(adapter: &Adapter, gate: &Gate, policy: &PolicyStatus) -> String {
         datasource(&mut out, &ds);
     }
     auth(&mut out, gate, policy);
+    out.family(
+        "wasio_tls_failed_handshakes_total",
+        "counter",
+        "TLS handshakes that failed or timed out (client port and admin listener).",
+    );
+    out.sample(
+        "wasio_tls_failed_handshakes_total",
+        &[],
+        tls_failures as f64,
+    );
     out.text
 }
 

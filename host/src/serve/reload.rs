@@ -14,6 +14,7 @@ use crate::auth::{Gate, Policy, PolicyStatus};
 use crate::cluster::{Adapter, SwapError, SwapReport};
 use crate::config::{AdapterOptions, Config, WasmSource, resolve_wasm};
 use crate::runtime::sha256_hex;
+use crate::serve::tls::Tls;
 
 /// Quiet time after the last change to the `.wasm` before swapping: editors and
 /// `cp` write a file in several steps.
@@ -77,6 +78,14 @@ pub struct Node {
     policy_watched: watch::Sender<Option<PathBuf>>,
     /// How often the admin page's connection history is sampled.
     history_interval: std::time::Duration,
+    /// The client port's and the admin listener's TLS, re-read on SIGHUP.
+    tls: std::sync::OnceLock<Listeners>,
+}
+
+/// The TLS of each listener that has it.
+struct Listeners {
+    server: Option<Arc<Tls>>,
+    admin: Option<Arc<Tls>>,
 }
 
 impl Node {
@@ -101,6 +110,24 @@ impl Node {
             policy,
             gate,
             policy_watched,
+            tls: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The TLS the client port and the admin listener serve with, for SIGHUP to
+    /// re-read; set once, before serving.
+    pub fn set_tls(&self, server: Option<Arc<Tls>>, admin: Option<Arc<Tls>>) {
+        let _ = self.tls.set(Listeners { server, admin });
+    }
+
+    /// TLS handshakes that failed or timed out, both listeners together.
+    pub fn failed_handshakes(&self) -> u64 {
+        self.tls.get().map_or(0, |l| {
+            [&l.server, &l.admin]
+                .into_iter()
+                .flatten()
+                .map(|t| t.failed_handshakes())
+                .sum()
         })
     }
 
@@ -202,6 +229,7 @@ impl Node {
                 return;
             }
         };
+        self.reload_tls(&loaded);
         let mut config = self.config.lock().await;
         tracing::info!(
             "SIGHUP: swapping to the [adapter] of {}: {}",
@@ -217,6 +245,32 @@ impl Node {
         if adapter_ok {
             *config = loaded;
             self.watch_running();
+        }
+    }
+
+    /// SIGHUP's part for TLS: re-reads each listener's certificate and key from the
+    /// paths of `loaded`; one that does not load keeps the old one.
+    fn reload_tls(&self, loaded: &Config) {
+        let Some(tls) = self.tls.get() else { return };
+        let listeners = [
+            ("server.tls", &tls.server, &loaded.server.tls),
+            ("admin.tls", &tls.admin, &loaded.admin.tls),
+        ];
+        for (key, running, files) in listeners {
+            match (running, files) {
+                (Some(tls), Some(files)) => match tls.reload(files) {
+                    Ok(()) => tracing::info!(
+                        "tls: certificate re-read for `{key}` from {}",
+                        files.cert.display()
+                    ),
+                    Err(e) => {
+                        tracing::warn!("tls: key `{key}`: {e:#}; keeping the old certificate")
+                    }
+                },
+                (None, None) => {}
+                // A listener cannot switch between http and https while it listens.
+                _ => tracing::warn!("SIGHUP: key `{key}` added or removed: takes a restart"),
+            }
         }
     }
 

@@ -88,11 +88,12 @@ pub async fn app_gated(
     Ok((router, io))
 }
 
-/// Serves `router` on `addr` until `shutdown` completes; returns the bound address
-/// through `bound` as soon as it listens.
+/// Serves `router` on `addr` until `shutdown` completes, over `tls` when given;
+/// returns the bound address through `bound` as soon as it listens.
 pub async fn serve(
     router: Router,
     addr: SocketAddr,
+    tls: Option<Arc<super::tls::Tls>>,
     bound: impl FnOnce(SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -100,6 +101,9 @@ pub async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     bound(listener.local_addr()?);
+    if let Some(tls) = tls {
+        return super::tls::serve(listener, router, tls, shutdown).await;
+    }
     // Small frames go out at once (as Node.js does): with Nagle on, fan-out of small
     // broadcasts waits on delayed ACKs (measured: 7x fewer deliveries at 100 clients).
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {

@@ -191,6 +191,7 @@ mod tests {
         tokio::spawn(crate::serve::server::serve(
             router,
             std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            None,
             move |a| {
                 let _ = bound_tx.send(a);
             },

@@ -192,6 +192,7 @@ impl Node {
         tokio::spawn(server::serve(
             router,
             SocketAddr::from(([127, 0, 0, 1], 0)),
+            None,
             move |a| {
                 let _ = bound_tx.send(a);
             },
