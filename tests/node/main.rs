@@ -120,7 +120,7 @@ async fn run() -> anyhow::Result<()> {
     let addr = SocketAddr::new(config.server.host, config.server.port);
     let name = args.name.clone();
     let bound = move |a: SocketAddr| eprintln!("wasio-test-node {name} listening on http://{a}");
-    let res = wasio::testing::serve(router, addr, bound, shutdown_signal()).await;
+    let res = wasio::testing::serve(router, addr, None, bound, shutdown_signal()).await;
     adapter.close().await;
     res
 }
