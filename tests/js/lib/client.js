@@ -235,8 +235,27 @@ async function roomsOf(socket, { timeoutMs = DEFAULT_TIMEOUT_MS } = {}) {
   return userRooms(res, socket).sort();
 }
 
+/**
+ * Resolves the `connect_error` message of a connect to `${url}${nsp}` the server refuses
+ * (a middleware or auth refusal); rejects when it connects instead.
+ */
+function refused(url, nsp = "/", opts = {}) {
+  const socket = io(`${url}${nsp}`, { forceNew: true, reconnection: false, timeout: DEFAULT_TIMEOUT_MS, ...opts });
+  return new Promise((resolve, reject) => {
+    socket.once("connect", () => {
+      socket.disconnect();
+      reject(new Error(`connected to ${nsp}, expected a refusal`));
+    });
+    socket.once("connect_error", (err) => {
+      socket.disconnect();
+      resolve(err.message);
+    });
+  });
+}
+
 module.exports = {
   DEFAULT_TIMEOUT_MS,
+  refused,
   TRANSPORTS,
   ack,
   ackNoArg,

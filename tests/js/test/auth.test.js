@@ -9,8 +9,7 @@ const { describe, it, before, after } = require("node:test");
 const assert = require("node:assert/strict");
 const fsp = require("node:fs/promises");
 const path = require("node:path");
-const { io: ioClient } = require("socket.io-client");
-const { ack, closeAll, connect, fence, roomsOf, uid, TRANSPORTS } = require("../lib/client");
+const { ack, closeAll, connect, fence, refused, roomsOf, uid, TRANSPORTS } = require("../lib/client");
 const { configText, startServer } = require("../lib/server");
 const { startAdminServer } = require("../lib/admin");
 const { REDIS_URL, until } = require("../lib/cluster");
@@ -30,21 +29,6 @@ const JWT_TABLE = [
 
 /** A token for `sub` granting `rights` (the `wasio` claim), signed with SECRET. */
 const token = (rights, claims = {}) => sign({ iss: ISS, aud: AUD, sub: "alice", wasio: rights, ...claims }, { key: SECRET });
-
-/** Resolves the `connect_error` message of a refused connect; fails when it connects. */
-function refused(url, nsp, opts) {
-  const socket = ioClient(`${url}${nsp}`, { forceNew: true, reconnection: false, timeout: 5000, ...opts });
-  return new Promise((resolve, reject) => {
-    socket.once("connect", () => {
-      socket.disconnect();
-      reject(new Error(`connected to ${nsp}, expected a refusal`));
-    });
-    socket.once("connect_error", (err) => {
-      socket.disconnect();
-      resolve(err.message);
-    });
-  });
-}
 
 /** Parses /metrics into {name{labels}: value}. */
 async function metrics(node) {

@@ -9,8 +9,7 @@ const { describe, it, before, after } = require("node:test");
 const assert = require("node:assert/strict");
 const fs = require("node:fs");
 const path = require("node:path");
-const { io: ioClient } = require("socket.io-client");
-const { ack, closeAll, connect, fence, roomsOf, uid } = require("../lib/client");
+const { ack, closeAll, connect, fence, refused, roomsOf, uid } = require("../lib/client");
 const { guestsDir } = require("../lib/server");
 const { startAdminServer } = require("../lib/admin");
 
@@ -28,21 +27,6 @@ function policyTable(wasm, options = {}) {
   const lines = ["[auth]", `policy = ${JSON.stringify(wasm)}`, "[auth.policy_options]"];
   for (const [k, v] of Object.entries(options)) lines.push(`${k} = ${JSON.stringify(v)}`);
   return lines.join("\n");
-}
-
-/** The `connect_error` message of a refused connect; fails when it connects. */
-function refused(url, nsp, opts = {}) {
-  const socket = ioClient(`${url}${nsp}`, { forceNew: true, reconnection: false, timeout: 5000, transports: ["websocket"], ...opts });
-  return new Promise((resolve, reject) => {
-    socket.once("connect", () => {
-      socket.disconnect();
-      reject(new Error(`connected to ${nsp}, expected a refusal`));
-    });
-    socket.once("connect_error", (err) => {
-      socket.disconnect();
-      resolve(err.message);
-    });
-  });
 }
 
 async function metric(node, sample) {
