@@ -191,6 +191,6 @@ mod tests {
             room_count(&l, 999, 2).unwrap_err().limit,
             Limit::RoomsPerSocket
         );
-        assert!(publish_size(&l, 512 * 1024).is_ok() && publish_size(&l, 512 * 1024 + 1).is_err());
+        assert!(publish_size(&l, 1_000_000).is_ok() && publish_size(&l, 1_000_001).is_err());
     }
 }

@@ -95,7 +95,7 @@ pub struct SocketLimits {
     pub rooms_per_join: usize,
     /// Longest room name in bytes (default 256).
     pub room_name_bytes: usize,
-    /// Largest `publish` (the whole event as received) in bytes (default 512 KiB).
+    /// Largest `publish` (the whole event as received) in bytes (default 1 MB, as socket.io).
     pub max_publish_bytes: usize,
     /// Over a limit, disconnect the socket after the error ack (default false).
     pub disconnect: bool,
@@ -108,7 +108,8 @@ impl Default for SocketLimits {
             rooms_per_socket: 1000,
             rooms_per_join: 100,
             room_name_bytes: 256,
-            max_publish_bytes: 512 * 1024,
+            // socket.io's own default bound on one message (maxHttpBufferSize).
+            max_publish_bytes: 1_000_000,
             disconnect: false,
         }
     }
