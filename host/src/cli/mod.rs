@@ -75,16 +75,20 @@ enum PolicyCommand {
         options: Option<String>,
     },
     /// Write a starting project for a policy of your own (an example to edit).
-    New {
-        /// The project's name (also its directory, unless --dir).
-        name: String,
-        /// The language.
-        #[arg(long, value_enum)]
-        lang: template::Lang,
-        /// Where to write it (default: ./NAME).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-    },
+    New(NewArgs),
+}
+
+/// What `adapter new` and `policy new` write.
+#[derive(Args)]
+struct NewArgs {
+    /// The project's name (also its directory, unless --dir).
+    name: String,
+    /// The language.
+    #[arg(long, value_enum)]
+    lang: template::Lang,
+    /// Where to write it (default: ./NAME).
+    #[arg(long)]
+    dir: Option<PathBuf>,
 }
 
 /// How log lines are written.
@@ -150,16 +154,7 @@ enum AdapterCommand {
         wait_ms: u64,
     },
     /// Write a starting project for an adapter of your own, which passes the check.
-    New {
-        /// The project's name (also its directory, unless --dir).
-        name: String,
-        /// The language.
-        #[arg(long, value_enum)]
-        lang: template::Lang,
-        /// Where to write it (default: ./NAME).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-    },
+    New(NewArgs),
 }
 
 /// Exit code for a config or adapter refused before serving, or a usage error.
@@ -211,11 +206,11 @@ pub fn main() -> ExitCode {
             ..
         } => runtime.block_on(check(file, datasource, options, wait_ms)),
         Command::Adapter {
-            command: AdapterCommand::New { name, lang, dir },
+            command: AdapterCommand::New(NewArgs { name, lang, dir }),
             ..
         } => new_project(template::Kit::Adapter, &name, lang, dir),
         Command::Policy {
-            command: PolicyCommand::New { name, lang, dir },
+            command: PolicyCommand::New(NewArgs { name, lang, dir }),
             ..
         } => new_project(template::Kit::Policy, &name, lang, dir),
         Command::Adapter { admin, command } => runtime.block_on(adapter_command(admin, command)),
@@ -446,7 +441,7 @@ async fn policy_command(args: AdminArgs, command: PolicyCommand) -> ExitCode {
     let (method, path, body) = match &command {
         PolicyCommand::Status => ("GET", "/admin/policy".to_string(), None),
         // Handled in `main`: it needs no node.
-        PolicyCommand::New { .. } => return ExitCode::FAILURE,
+        PolicyCommand::New(_) => return ExitCode::FAILURE,
         PolicyCommand::Swap {
             file,
             path,
@@ -540,7 +535,7 @@ async fn adapter_command(args: AdminArgs, command: AdapterCommand) -> ExitCode {
             Err(e) => return refuse(format!("{e:#}")),
         },
         // Handled in `main`: they need no node.
-        AdapterCommand::Check { .. } | AdapterCommand::New { .. } => return ExitCode::FAILURE,
+        AdapterCommand::Check { .. } | AdapterCommand::New(_) => return ExitCode::FAILURE,
     };
     let answer = match admin_call(&base, &token, method, &path, body).await {
         Ok(a) => a,
