@@ -1,5 +1,5 @@
 //! A small Socket.IO v4 client over WebSocket (text packets only), enough for the
-//! conformance kit: connect to `/`, emit with an ack, receive events, answer the
+//! conformance kit: connect to a namespace, emit with an ack, receive events, answer the
 //! server's ack requests with the client's own id, and notice a disconnect.
 
 use std::net::SocketAddr;
@@ -26,6 +26,8 @@ pub enum Incoming {
 pub struct Client {
     /// The socket's id on the server.
     pub sid: String,
+    /// `"{nsp},"` outside `/`, empty in `/`.
+    prefix: String,
     out: mpsc::UnboundedSender<String>,
     inbox: mpsc::UnboundedReceiver<Incoming>,
     next_ack: u64,
@@ -34,7 +36,18 @@ pub struct Client {
 impl Client {
     /// Connects to `addr` and to its `/` namespace.
     pub async fn connect(addr: SocketAddr) -> anyhow::Result<Client> {
+        Client::connect_to(addr, "/").await
+    }
+
+    /// Connects to `addr` and to its namespace `nsp`.
+    pub async fn connect_to(addr: SocketAddr, nsp: &str) -> anyhow::Result<Client> {
         let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+        // Packets outside `/` carry their namespace before the body: `42/other,…`.
+        let prefix: String = if nsp == "/" {
+            String::new()
+        } else {
+            format!("{nsp},")
+        };
         let (mut ws, _) = tokio_tungstenite::connect_async(&url)
             .await
             .with_context(|| format!("connecting {url}"))?;
@@ -44,9 +57,10 @@ impl Client {
             };
             let Message::Text(t) = msg? else { continue };
             match t.as_str() {
-                t if t.starts_with('0') => ws.send(Message::text("40")).await?,
-                t if t.starts_with("40") => {
-                    let v: Value = serde_json::from_str(&t[2..]).context("CONNECT packet")?;
+                t if t.starts_with('0') => ws.send(Message::text(format!("40{prefix}"))).await?,
+                t if t.starts_with(&format!("40{prefix}")) => {
+                    let v: Value =
+                        serde_json::from_str(&t[2 + prefix.len()..]).context("CONNECT packet")?;
                     break v["sid"].as_str().unwrap_or_default().to_string();
                 }
                 "2" => ws.send(Message::text("3")).await?,
@@ -66,16 +80,18 @@ impl Client {
         });
         let reply = out.clone();
         let me = sid.clone();
+        let ours = prefix.clone();
         tokio::spawn(async move {
             while let Some(Ok(msg)) = stream.next().await {
                 let Message::Text(t) = msg else { continue };
-                match parse(&t) {
+                match parse(&t, &ours) {
                     Some(Packet::Ping) => {
                         let _ = reply.send("3".into());
                     }
                     Some(Packet::Event { id, event, arg }) => {
                         if let Some(id) = id {
-                            let _ = reply.send(format!("43{id}{}", Value::from(vec![me.clone()])));
+                            let ack = Value::from(vec![me.clone()]);
+                            let _ = reply.send(format!("43{ours}{id}{ack}"));
                         }
                         let _ = deliver.send(Incoming::Event(event, arg));
                     }
@@ -90,6 +106,7 @@ impl Client {
         });
         Ok(Client {
             sid,
+            prefix,
             out,
             inbox,
             next_ack: 0,
@@ -102,7 +119,7 @@ impl Client {
         self.next_ack += 1;
         let packet = Value::from(vec![Value::from(event), arg]);
         self.out
-            .send(format!("42{id}{packet}"))
+            .send(format!("42{}{id}{packet}", self.prefix))
             .map_err(|_| anyhow::anyhow!("the connection is closed"))?;
         loop {
             match self.next(Duration::from_secs(10)).await {
@@ -136,13 +153,18 @@ enum Packet {
     Disconnect,
 }
 
-/// Reads an Engine.IO text frame holding a Socket.IO packet of the `/` namespace.
-fn parse(frame: &str) -> Option<Packet> {
+/// Reads an Engine.IO text frame holding a Socket.IO packet of the namespace whose
+/// packets start with `prefix` (empty for `/`); a packet of another namespace is none.
+fn parse(frame: &str, prefix: &str) -> Option<Packet> {
     if frame == "2" {
         return Some(Packet::Ping);
     }
     let sio = frame.strip_prefix('4')?;
     let (kind, rest) = sio.split_at_checked(1)?;
+    let rest = rest.strip_prefix(prefix)?;
+    if prefix.is_empty() && rest.starts_with('/') {
+        return None;
+    }
     let digits = rest.chars().take_while(char::is_ascii_digit).count();
     let id = rest[..digits].parse().ok();
     let body: Value = serde_json::from_str(&rest[digits..]).unwrap_or(Value::Null);

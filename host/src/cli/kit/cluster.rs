@@ -1,5 +1,6 @@
 //! The kit's cluster: three wasio nodes in this process, each a real Socket.IO server on
-//! a loopback port with the candidate adapter, two WebSocket clients on each.
+//! a loopback port with the candidate adapter, two WebSocket clients of `/` on each and
+//! one of a second namespace, [`OTHER`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,6 +25,8 @@ use crate::serve::server::{self, Ns};
 
 pub const NODES: usize = 3;
 pub const CLIENTS_PER_NODE: usize = 2;
+/// The second namespace: an adapter must keep its rooms and broadcasts apart from `/`.
+pub const OTHER: &str = "/other";
 /// The host's cap on a cluster request (guests default to 5 s of their own).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(6);
 
@@ -40,6 +43,8 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     /// `clients[node][i]`.
     pub clients: Vec<Vec<tokio::sync::Mutex<Client>>>,
+    /// `others[node]`: the client of [`OTHER`] on each node.
+    pub others: Vec<tokio::sync::Mutex<Client>>,
     /// How long an expected delivery or state change may take.
     pub patience: Duration,
 }
@@ -75,16 +80,20 @@ impl Cluster {
             nodes.push(Node::start(adapter).await?);
         }
         let mut clients = Vec::new();
+        let mut others = Vec::new();
         for node in &nodes {
             let mut on_node = Vec::new();
             for _ in 0..CLIENTS_PER_NODE {
                 on_node.push(tokio::sync::Mutex::new(Client::connect(node.addr).await?));
             }
             clients.push(on_node);
+            let other = Client::connect_to(node.addr, OTHER).await?;
+            others.push(tokio::sync::Mutex::new(other));
         }
         Ok(Cluster {
             nodes,
             clients,
+            others,
             patience: opts.patience,
         })
     }
@@ -131,25 +140,40 @@ impl Cluster {
         let mut counts = HashMap::new();
         for &(n, i) in clients {
             let mut c = self.clients[n][i].lock().await;
-            let deadline = Instant::now() + self.patience;
-            let mut count = 0;
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match c.next(left).await {
-                    Some(Incoming::Event(e, v)) if e == "fence" && v == fence => break,
-                    Some(Incoming::Event(e, v)) if e == event && v == *token => count += 1,
-                    Some(Incoming::Disconnected) => bail!("{}{i} was disconnected", label(n)),
-                    Some(_) => {}
-                    None => bail!(
-                        "{}{i} did not get the fence (a broadcast to all sent after it) within {:?}",
-                        label(n),
-                        self.patience
-                    ),
-                }
-            }
-            counts.insert((n, i), count);
+            let who = format!("{}{i}", label(n));
+            counts.insert(
+                (n, i),
+                self.count_to_fence(&mut c, &who, &fence, event, token)
+                    .await?,
+            );
         }
         Ok(counts)
+    }
+
+    /// Reads `client`'s events up to `fence`: how many times it got `event` with `token`.
+    pub async fn count_to_fence(
+        &self,
+        client: &mut Client,
+        who: &str,
+        fence: &Value,
+        event: &str,
+        token: &Value,
+    ) -> anyhow::Result<usize> {
+        let deadline = Instant::now() + self.patience;
+        let mut count = 0;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match client.next(left).await {
+                Some(Incoming::Event(e, v)) if e == "fence" && v == *fence => return Ok(count),
+                Some(Incoming::Event(e, v)) if e == event && v == *token => count += 1,
+                Some(Incoming::Disconnected) => bail!("{who} was disconnected"),
+                Some(_) => {}
+                None => bail!(
+                    "{who} did not get the fence (a broadcast to all sent after it) within {:?}",
+                    self.patience
+                ),
+            }
+        }
     }
 
     /// The link of node `n` to the pub/sub datasource, if it has one.
@@ -175,6 +199,7 @@ impl Node {
         let config = ServerConfig {
             host: [127, 0, 0, 1].into(),
             port: 0,
+            namespaces: vec!["/".into(), OTHER.into()],
             ..Default::default()
         };
         let (router, io) = server::app(adapter.clone(), &config).await?;

@@ -11,8 +11,8 @@ use anyhow::{Context, bail, ensure};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use super::client::Incoming;
-use super::cluster::{Cluster, NODES, REQUEST_TIMEOUT, label, unique};
+use super::client::{Client, Incoming};
+use super::cluster::{Cluster, NODES, OTHER, REQUEST_TIMEOUT, label, unique};
 use super::{Outcome, Row};
 use crate::datasource::Topic;
 
@@ -76,6 +76,13 @@ pub async fn run_all(c: &Cluster) -> Vec<Row> {
     )
     .await;
     row(c, r, "disconnectSockets on another node", disconnect(c)).await;
+    row(
+        c,
+        r,
+        "a second namespace: its rooms and broadcasts apart",
+        namespaces(c),
+    )
+    .await;
     row(c, r, "malformed messages: dropped, counted", malformed(c)).await;
     row(c, r, "a node disappears: requests still end", node_dies(c)).await;
     rows
@@ -209,7 +216,11 @@ fn token() -> Value {
 }
 
 async fn join(c: &Cluster, n: usize, i: usize, room: &str) -> anyhow::Result<()> {
-    let ack = c.clients[n][i]
+    join_as(&c.clients[n][i], room).await
+}
+
+async fn join_as(client: &tokio::sync::Mutex<Client>, room: &str) -> anyhow::Result<()> {
+    let ack = client
         .lock()
         .await
         .emit_with_ack("join", json!(room))
@@ -530,6 +541,84 @@ fn connected() -> Vec<(usize, usize)> {
 /// nesting, lone surrogates, integers out of range) on every channel (or watched
 /// collection) the adapters listen to. Each node must refuse (and so count)
 /// at least one, keep its instance (no trap), and still relay.
+/// One room name in both namespaces: B0 and C0 are in it in `/`, the `/other` clients
+/// of B and C in `/other`. A broadcast to it in `/other` reaches those two alone, and
+/// `/other`'s fetchSockets sees `/other`'s sockets alone: an adapter that relays or
+/// answers without its namespace fails here.
+async fn namespaces(c: &Cluster) -> anyhow::Result<Outcome> {
+    let room = format!("ns-{}", unique());
+    join(c, B, 0, &room).await?;
+    join(c, C, 0, &room).await?;
+    for n in [B, C] {
+        join_as(&c.others[n], &room).await?;
+    }
+    let other = |n: usize| {
+        c.nodes[n]
+            .io
+            .of(OTHER)
+            .ok_or_else(|| anyhow::anyhow!("node {} has no `{OTHER}`", label(n)))
+    };
+    let t = token();
+    other(A)?
+        .to(room.clone())
+        .emit("ns", &t)
+        .await
+        .map_err(|e| anyhow::anyhow!("broadcast in `{OTHER}`: {e}"))?;
+    let mut wrong = Vec::new();
+    let in_root = c.deliveries(A, "ns", &t, &connected()).await?;
+    let mut keys: Vec<_> = in_root.keys().copied().collect();
+    keys.sort();
+    for k in keys {
+        if in_root[&k] > 0 {
+            wrong.push(format!(
+                "{} (in `/`) got the `{OTHER}` broadcast {}×",
+                name(k.0, k.1),
+                in_root[&k]
+            ));
+        }
+    }
+    let fence = json!(format!("fence-{}", unique()));
+    other(A)?
+        .emit("fence", &fence)
+        .await
+        .map_err(|e| anyhow::anyhow!("fence in `{OTHER}`: {e}"))?;
+    for n in 0..NODES {
+        let who = format!("{}'s `{OTHER}` client", label(n));
+        let mut client = c.others[n].lock().await;
+        let want = usize::from(n != A);
+        match c.count_to_fence(&mut client, &who, &fence, "ns", &t).await {
+            Ok(got) if got == want => {}
+            Ok(got) => wrong.push(format!("{who} got it {got}× (expected {want})")),
+            Err(e) => wrong.push(format!("{e:#}")),
+        }
+    }
+    ensure!(wrong.is_empty(), "{}", wrong.join(", "));
+
+    let mut sids = Vec::new();
+    for client in &c.others {
+        sids.push(client.lock().await.sid.clone());
+    }
+    let ids = |sockets: Vec<crate::runtime::SocketInfo>| -> BTreeSet<String> {
+        sockets.into_iter().map(|s| s.id).collect()
+    };
+    let all = ids(c.nodes[A].adapter.fetch_sockets(OTHER, &[], &[]).await?);
+    let want: BTreeSet<String> = sids.iter().cloned().collect();
+    ensure!(
+        all == want,
+        "fetchSockets in `{OTHER}` from A gave {all:?}, expected the `{OTHER}` clients {want:?}"
+    );
+    let members = ids(c.nodes[A]
+        .adapter
+        .fetch_sockets(OTHER, std::slice::from_ref(&room), &[])
+        .await?);
+    let want: BTreeSet<String> = [sids[B].clone(), sids[C].clone()].into();
+    ensure!(
+        members == want,
+        "fetchSockets of room {room} in `{OTHER}` gave {members:?}, expected {want:?}"
+    );
+    Ok(Outcome::Pass)
+}
+
 async fn malformed(c: &Cluster) -> anyhow::Result<Outcome> {
     let before: Vec<u64> = c
         .nodes
