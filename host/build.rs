@@ -29,6 +29,7 @@ const GUESTS: &[(&str, &str, Option<&str>)] = &[
     ("faulty", "faulty.wasm", None),
     ("future-version", "future_version.wasm", None),
     ("pubsub-user", "pubsub_user.wasm", None),
+    ("broken", "broken.wasm", None),
     // An access policy (`wit/policy/policy.wit`) for the policy tests.
     ("policy-test", "policy_test.wasm", None),
     // The Redis guest built again as another component (tests/redis-next), for hot swaps.

@@ -34,7 +34,7 @@ async fn check(wasm: WasmSource, datasource: &str, options: serde_json::Value) -
 fn assert_passed(report: &Report) {
     assert!(report.passed(), "{}", report.table());
     // Every scenario ran; none was skipped.
-    assert_eq!(report.rows.len(), 17, "{}", report.table());
+    assert_eq!(report.rows.len(), 18, "{}", report.table());
     assert!(
         report.rows.iter().all(|r| r.outcome == Outcome::Pass),
         "{}",
@@ -86,6 +86,103 @@ async fn the_json_adapters_pass_in_every_language() {
         .await;
         assert_passed(&report);
     }
+}
+
+/// The machine's NATS (`connector = "nats"`): the JSON adapters in every language and
+/// the Redis guest's classic protocol (channels and a PSUBSCRIBE pattern) run on it
+/// unchanged; counts come from the link's census.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_adapters_pass_on_nats() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let prefix = format!("kit-{}", std::process::id());
+    for file in ["json_rust.wasm", "json_python.wasm", "json_js.wasm"] {
+        let report = check(
+            WasmSource::File(guest(file)),
+            "nats://127.0.0.1:4222",
+            serde_json::json!({ "prefix": prefix }),
+        )
+        .await;
+        assert_passed(&report);
+    }
+    let report = check(
+        WasmSource::Builtin("redis".into()),
+        "nats://127.0.0.1:4222",
+        serde_json::json!({ "key": prefix }),
+    )
+    .await;
+    assert_passed(&report);
+}
+
+/// TEST DOUBLE `broken` with one bug at a time: each fails the row written for it, and
+/// without a bug it passes them all (so the rows, not the double, are what fail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_bug_fails_the_row_for_it() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let broken = |bug: &str| {
+        let options = serde_json::json!({ "bug": bug });
+        check(WasmSource::File(guest("broken.wasm")), "memory://", options)
+    };
+    assert_passed(&broken("none").await);
+    let failed = |report: &Report| -> Vec<&'static str> {
+        report
+            .rows
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Fail(_)))
+            .map(|r| r.scenario)
+            .collect()
+    };
+    let why = |report: &Report, row: &str| -> String {
+        match &report
+            .rows
+            .iter()
+            .find(|r| r.scenario.starts_with(row))
+            .unwrap()
+            .outcome
+        {
+            Outcome::Fail(why) => why.clone(),
+            other => panic!("{row}: {other:?}\n{}", report.table()),
+        }
+    };
+
+    let mixed = broken("one-namespace").await;
+    assert_eq!(
+        failed(&mixed),
+        ["a second namespace: its rooms and broadcasts apart"],
+        "{}",
+        mixed.table()
+    );
+    let apart = why(&mixed, "a second namespace");
+    assert!(
+        apart.contains("(in `/`) got the `/other` broadcast"),
+        "{apart}"
+    );
+
+    let miscount = broken("miscount").await;
+    for row in [
+        "fetchSockets: every socket",
+        "allRooms",
+        "serverSideEmit with ack",
+    ] {
+        assert!(
+            why(&miscount, row).contains("never called `requests.finish`"),
+            "{row}:\n{}",
+            miscount.table()
+        );
+    }
+
+    let fragile = broken("fragile").await;
+    assert_eq!(
+        failed(&fragile),
+        ["malformed messages: dropped, counted"],
+        "{}",
+        fragile.table()
+    );
+    let trapped = why(&fragile, "malformed messages");
+    assert!(trapped.contains("trapped"), "{trapped}");
+    assert!(
+        trapped.contains("cannot lower this value"),
+        "the guest's last words: {trapped}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
