@@ -4,6 +4,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod handshake;
+pub(crate) mod memory;
 mod overview;
 mod prometheus;
 mod publish;

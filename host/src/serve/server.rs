@@ -312,6 +312,15 @@ struct Relay {
     gate: Arc<Gate>,
     grant: Arc<Grant>,
     meter: Meter,
+    /// Rooms this socket is in, as its last join or leave left it.
+    held_rooms: usize,
+}
+
+/// The lane ends with its socket: the rooms it held are released.
+impl Drop for Relay {
+    fn drop(&mut self) {
+        super::memory::released(self.held_rooms);
+    }
 }
 
 async fn run_lane(
@@ -322,7 +331,7 @@ async fn run_lane(
     mut ops: mpsc::UnboundedReceiver<(u64, Op)>,
 ) {
     let grant = socket.extensions.get::<Arc<Grant>>().unwrap_or_default();
-    let meter = Meter::new(gate.limits());
+    let meter = Meter::new(&gate.limits());
     let mut relay = Relay {
         socket,
         io,
@@ -330,6 +339,7 @@ async fn run_lane(
         gate,
         grant,
         meter,
+        held_rooms: 0,
     };
     let mut next = 0u64;
     let mut early = BTreeMap::new();
@@ -388,7 +398,7 @@ impl Relay {
             }
         };
         let limits = self.gate.limits();
-        if let Err(over) = limits::names(limits, &rooms) {
+        if let Err(over) = limits::names(&limits, &rooms) {
             return self.over("join", over, ack);
         }
         let current = self.socket.rooms();
@@ -398,7 +408,7 @@ impl Relay {
             .collect();
         new.dedup();
         // The socket's own-id room is not counted.
-        if let Err(over) = limits::room_count(limits, current.len().saturating_sub(1), new.len()) {
+        if let Err(over) = limits::room_count(&limits, current.len().saturating_sub(1), new.len()) {
             return self.over("join", over, ack);
         }
         let id = self.socket.id.to_string();
@@ -409,10 +419,9 @@ impl Relay {
         }
         self.adapter.rooms_joined(self.socket.ns(), &rooms);
         self.socket.join(rooms);
-        reply(
-            ack,
-            json!({ "ok": true, "rooms": sorted_rooms(&self.socket) }),
-        );
+        let now = sorted_rooms(&self.socket);
+        self.held_rooms = now.len();
+        reply(ack, json!({ "ok": true, "rooms": now }));
         false
     }
 
@@ -424,23 +433,23 @@ impl Relay {
                 return false;
             }
         };
-        if let Err(over) = limits::names(self.gate.limits(), &rooms) {
+        if let Err(over) = limits::names(&self.gate.limits(), &rooms) {
             return self.over("leave", over, ack);
         }
         self.socket.leave(rooms);
-        reply(
-            ack,
-            json!({ "ok": true, "rooms": sorted_rooms(&self.socket) }),
-        );
+        let now = sorted_rooms(&self.socket);
+        super::memory::released(self.held_rooms.saturating_sub(now.len()));
+        self.held_rooms = now.len();
+        reply(ack, json!({ "ok": true, "rooms": now }));
         false
     }
 
     async fn publish(&mut self, arg: Result<Mp, String>, ack: AckSender<Ns>, size: usize) -> bool {
         let limits = self.gate.limits();
-        if let Err(over) = limits::publish_size(limits, size) {
+        if let Err(over) = limits::publish_size(&limits, size) {
             return self.over("publish", over, ack);
         }
-        if let Err(over) = self.meter.take(limits, std::time::Instant::now()) {
+        if let Err(over) = self.meter.take(&limits, std::time::Instant::now()) {
             return self.over("publish", over, ack);
         }
         let req = match arg.and_then(|a| Publish::parse(a, Asker::Socket)) {
