@@ -11,7 +11,7 @@ pub mod rights;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use serde_json::{Map, Value as Json};
 
 pub use limits::{Limit, Meter, Over};
@@ -132,7 +132,8 @@ pub struct Gate {
     jwt: ArcSwapOption<Verifier>,
     /// Asked only while a policy component runs (it can be swapped in and out).
     policy: Option<Arc<Policy>>,
-    limits: SocketLimits,
+    /// Replaced whole on SIGHUP; every join and publish reads the current one.
+    limits: ArcSwap<SocketLimits>,
     /// Refusals and limit hits.
     pub counters: Counters,
 }
@@ -153,7 +154,7 @@ impl Gate {
         Gate {
             jwt: ArcSwapOption::empty(),
             policy: None,
-            limits,
+            limits: ArcSwap::from_pointee(limits),
             counters: Counters::default(),
         }
     }
@@ -200,9 +201,18 @@ impl Gate {
         self.policy.as_ref().filter(|p| p.is_active())
     }
 
-    /// What one connection may cost.
-    pub fn limits(&self) -> &SocketLimits {
-        &self.limits
+    /// What one connection may cost, now.
+    pub fn limits(&self) -> Arc<SocketLimits> {
+        self.limits.load_full()
+    }
+
+    /// SIGHUP: the limits of the re-read config, for every socket from its next
+    /// `join` or `publish` on (a WebSocket frame bound set at start stays).
+    pub fn set_limits(&self, limits: SocketLimits) {
+        if *self.limits.load_full() != limits {
+            tracing::info!(?limits, "server.limits re-read");
+        }
+        self.limits.store(Arc::new(limits));
     }
 
     /// Lets a client in, or says why not (its `connect_error` message).

@@ -84,7 +84,7 @@ impl Default for JwtConfig {
 }
 
 /// `[server.limits]`: what one connection may cost. Every default is a bound, auth on or off.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SocketLimits {
     /// `publish` events per second per socket, with bursts of as many (default 100; 0: no limit).

@@ -214,8 +214,8 @@ impl Node {
         Ok(report)
     }
 
-    /// SIGHUP: re-reads the config file, swaps to its `[adapter]` and `[auth] policy`
-    /// and re-reads the token keys. A config that does not load changes nothing; each
+    /// SIGHUP: re-reads the config file, swaps to its `[adapter]` and `[auth] policy`,
+    /// re-reads the token keys and takes its `[server.limits]`. A config that does not load changes nothing; each
     /// part refused keeps its old self.
     pub async fn reload(&self) {
         let Some(path) = &self.config_path else {
@@ -242,6 +242,7 @@ impl Node {
         if let Err(e) = self.gate.reload(&loaded.auth) {
             tracing::warn!("SIGHUP: token keys refused, keeping the old ones: {e:#}");
         }
+        self.gate.set_limits(loaded.server.limits.clone());
         if adapter_ok {
             *config = loaded;
             self.watch_running();

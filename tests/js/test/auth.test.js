@@ -315,6 +315,25 @@ describe("limits with disconnect = true", () => {
   });
 });
 
+describe("limits re-read on SIGHUP", () => {
+  it("a socket connected before the reload is held to the new [server.limits]", async () => {
+    const node = await startServer({ config: configText({ extra: "[server.limits]\nrooms_per_join = 2" }), env: { RUST_LOG: "info" } });
+    try {
+      const s = await connect(node.url);
+      assert.equal((await ack(s, "join", ["a", "b", "c"])).limit, "rooms_per_join");
+      await fsp.writeFile(node.configPath, configText({ extra: "[server.limits]\nrooms_per_join = 3" }));
+      const seen = (node.stderr().match(/server\.limits re-read/g) || []).length;
+      process.kill(node.pid, "SIGHUP");
+      await until(() => (node.stderr().match(/server\.limits re-read/g) || []).length > seen, { what: "the re-read log line" });
+      assert.equal((await ack(s, "join", ["a", "b", "c"])).ok, true);
+      assert.equal((await ack(s, "join", ["d", "e", "f", "g"])).limit, "rooms_per_join");
+      closeAll(s);
+    } finally {
+      await node.stop();
+    }
+  });
+});
+
 describe("the token's data claims in fetchSockets, seen from a Node.js server on Redis", () => {
   let node;
   let nodeIo;
