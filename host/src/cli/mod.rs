@@ -107,9 +107,14 @@ struct AdminArgs {
     /// The node's config file, for `[admin]` listen and token.
     #[arg(long, short, env = "WASIO_CONFIG", global = true)]
     config: Option<PathBuf>,
-    /// The admin API, over the config's `admin.listen` (default http://127.0.0.1:3001).
+    /// The admin API, over the config's `admin.listen` (default http://127.0.0.1:3001;
+    /// https:// when the config has `[admin.tls]`).
     #[arg(long, global = true)]
     admin: Option<String>,
+    /// A PEM certificate to trust for an https admin API (a self-signed one, or its CA);
+    /// by default the config's `admin.tls.cert` and the public roots.
+    #[arg(long, env = "WASIO_ADMIN_CACERT", global = true)]
+    cacert: Option<PathBuf>,
     /// The bearer token, over the config's `admin.token`.
     #[arg(long, env = "WASIO_ADMIN_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
@@ -332,6 +337,7 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
     if let Err(e) = crate::serve::reload::spawn(node.clone(), stop.clone()) {
         return refuse(format!("{e:#}"));
     }
+    tokio::spawn(crate::serve::memory::trimmer());
     match admin {
         Some((listen, token)) => {
             let listener = match tokio::net::TcpListener::bind(listen).await {
@@ -384,8 +390,15 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
     crate::serve::shutdown::run(server, node, signals).await
 }
 
-/// Where the admin API is and its token, from the arguments and the config.
-fn admin_target(args: &AdminArgs) -> Result<(String, String), ExitCode> {
+/// Where the admin API is, its token and, over https, the certificates to trust.
+struct AdminTarget {
+    base: String,
+    token: String,
+    trust: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+/// Where the admin API is and how to get in, from the arguments and the config.
+fn admin_target(args: &AdminArgs) -> Result<AdminTarget, ExitCode> {
     let config = match Config::load(args.config.as_deref(), std::env::vars()) {
         Ok(c) => c,
         Err(e) => return Err(refuse(e)),
@@ -396,26 +409,46 @@ fn admin_target(args: &AdminArgs) -> Result<(String, String), ExitCode> {
         if listen.ip().is_unspecified() {
             listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        format!("http://{listen}")
+        let scheme = if config.admin.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{listen}")
     });
     let Some(token) = args.token.clone().or(config.admin.token) else {
         return Err(refuse(
             "no admin token: pass --token, set WASIO_ADMIN_TOKEN or admin.token",
         ));
     };
-    Ok((base, token))
+    let trust = if base.starts_with("https://") {
+        // The node's own certificate file: a self-signed one is then trusted as it is.
+        let anchor = args
+            .cacert
+            .clone()
+            .or_else(|| config.admin.tls.as_ref().map(|t| t.cert.clone()));
+        let anchors: Vec<&std::path::Path> = anchor.iter().map(PathBuf::as_path).collect();
+        match crate::serve::tls::client_config(&anchors) {
+            Ok(c) => Some(std::sync::Arc::new(c)),
+            Err(e) => return Err(refuse(format!("{e:#}"))),
+        }
+    } else {
+        None
+    };
+    Ok(AdminTarget { base, token, trust })
 }
 
 /// One admin API request: its JSON answer when it succeeded, else the exit code (the
 /// error printed).
 async fn admin_call(
-    base: &str,
-    token: &str,
+    target: &AdminTarget,
     method: &str,
     path: &str,
     body: Option<(&str, Vec<u8>)>,
 ) -> Result<Value, ExitCode> {
-    let (status, answer) = match crate::serve::admin::call(base, token, method, path, body).await {
+    let AdminTarget { base, token, trust } = target;
+    let answer = crate::serve::admin::call_over(base, trust.clone(), token, method, path, body);
+    let (status, answer) = match answer.await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -434,7 +467,7 @@ async fn admin_call(
 
 /// `wasio policy ...`: one admin API request, its answer printed.
 async fn policy_command(args: AdminArgs, command: PolicyCommand) -> ExitCode {
-    let (base, token) = match admin_target(&args) {
+    let target = match admin_target(&args) {
         Ok(t) => t,
         Err(code) => return code,
     };
@@ -451,7 +484,7 @@ async fn policy_command(args: AdminArgs, command: PolicyCommand) -> ExitCode {
             Err(e) => return refuse(format!("{e:#}")),
         },
     };
-    let answer = match admin_call(&base, &token, method, &path, body).await {
+    let answer = match admin_call(&target, method, &path, body).await {
         Ok(a) => a,
         Err(code) => return code,
     };
@@ -518,7 +551,7 @@ fn print_policy(p: &Value) {
 
 /// `wasio adapter ...`: one admin API request, its answer printed.
 async fn adapter_command(args: AdminArgs, command: AdapterCommand) -> ExitCode {
-    let (base, token) = match admin_target(&args) {
+    let target = match admin_target(&args) {
         Ok(t) => t,
         Err(code) => return code,
     };
@@ -537,7 +570,7 @@ async fn adapter_command(args: AdminArgs, command: AdapterCommand) -> ExitCode {
         // Handled in `main`: they need no node.
         AdapterCommand::Check { .. } | AdapterCommand::New(_) => return ExitCode::FAILURE,
     };
-    let answer = match admin_call(&base, &token, method, &path, body).await {
+    let answer = match admin_call(&target, method, &path, body).await {
         Ok(a) => a,
         Err(code) => return code,
     };

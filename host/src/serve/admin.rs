@@ -316,6 +316,7 @@ pub async fn serve(
 
 /// A request to an admin API at `base` (`http://HOST:PORT`): the status and the JSON
 /// answer (`{"error": ...}` included). Plain HTTP/1.1, one connection per request.
+#[cfg(any(test, feature = "testing"))]
 pub async fn call(
     base: &str,
     token: &str,
@@ -323,15 +324,79 @@ pub async fn call(
     path_and_query: &str,
     body: Option<(&str, Vec<u8>)>,
 ) -> anyhow::Result<(u16, serde_json::Value)> {
+    call_over(base, None, token, method, path_and_query, body).await
+}
+
+/// [`call`], also to an `https://HOST:PORT` base, whose certificate `trust` verifies
+/// (the public roots without it).
+pub async fn call_over(
+    base: &str,
+    trust: Option<Arc<rustls::ClientConfig>>,
+    token: &str,
+    method: &str,
+    path_and_query: &str,
+    body: Option<(&str, Vec<u8>)>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
     use anyhow::Context;
-    use http_body_util::{BodyExt, Full};
-    let authority = base
-        .strip_prefix("http://")
-        .with_context(|| format!("admin URL `{base}`: only http://HOST:PORT is supported"))?
-        .trim_end_matches('/');
+    let (tls, authority) = match (base.strip_prefix("http://"), base.strip_prefix("https://")) {
+        (Some(a), _) => (false, a),
+        (_, Some(a)) => (true, a),
+        _ => anyhow::bail!("admin URL `{base}`: expected http://HOST:PORT or https://HOST:PORT"),
+    };
+    let authority = authority.trim_end_matches('/');
     let stream = tokio::net::TcpStream::connect(authority)
         .await
         .with_context(|| format!("cannot reach the admin API at {base}"))?;
+    let request = Outgoing {
+        base,
+        authority,
+        token,
+        method,
+        path_and_query,
+        body,
+    };
+    if !tls {
+        return exchange(stream, request).await;
+    }
+    let trust = match trust {
+        Some(t) => t,
+        None => Arc::new(super::tls::client_config(&[])?),
+    };
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name = rustls_pki_types::ServerName::try_from(host.to_string())
+        .with_context(|| format!("admin URL `{base}`: `{host}` is no host name"))?;
+    let stream = tokio_rustls::TlsConnector::from(trust)
+        .connect(name, stream)
+        .await
+        .with_context(|| format!("admin API at {base}: TLS handshake"))?;
+    exchange(stream, request).await
+}
+
+/// One admin request, as [`exchange`] sends it.
+struct Outgoing<'a> {
+    base: &'a str,
+    authority: &'a str,
+    token: &'a str,
+    method: &'a str,
+    path_and_query: &'a str,
+    body: Option<(&'a str, Vec<u8>)>,
+}
+
+async fn exchange<S>(stream: S, r: Outgoing<'_>) -> anyhow::Result<(u16, serde_json::Value)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use anyhow::Context;
+    use http_body_util::{BodyExt, Full};
+    let Outgoing {
+        base,
+        authority,
+        token,
+        method,
+        path_and_query,
+        body,
+    } = r;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await

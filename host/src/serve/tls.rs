@@ -56,6 +56,89 @@ impl Tls {
     }
 }
 
+/// A client config for the admin client: a node presenting exactly one of the
+/// certificates in the PEM files `pinned` (a self-signed certificate, which webpki
+/// refuses as its own anchor) is trusted as it is; any other certificate must chain
+/// to those or to the public web roots, for the host name asked.
+pub fn client_config(pinned: &[&Path]) -> anyhow::Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut exact = Vec::new();
+    for path in pinned {
+        for cert in read_chain(path)? {
+            // A CA among them also anchors the certificates it signed.
+            let _ = roots.add(cert.clone());
+            exact.push(cert);
+        }
+    }
+    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .context("TLS certificate verifier")?;
+    let verifier = Arc::new(Pinned {
+        exact,
+        webpki,
+        algorithms: provider.signature_verification_algorithms,
+    });
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth())
+}
+
+/// Trusts a pinned certificate as it is, otherwise what webpki trusts. Handshake
+/// signatures are checked either way.
+#[derive(Debug)]
+struct Pinned {
+    exact: Vec<CertificateDer<'static>>,
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if self.exact.iter().any(|c| c.as_ref() == end_entity.as_ref()) {
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        }
+        self.webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
 fn server_config(files: &TlsConfig) -> anyhow::Result<rustls::ServerConfig> {
     let (cert, key) = (&files.cert, &files.key);
     let chain = read_chain(cert)?;

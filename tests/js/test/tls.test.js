@@ -108,6 +108,22 @@ describe("TLS on the client port and the admin listener", () => {
     await assert.rejects(fetch(`http://127.0.0.1:${port}/healthz`, { signal: AbortSignal.timeout(5000) }));
   });
 
+  it("`wasio adapter status` reaches the https admin API, trusting the config's certificate or --cacert", async () => {
+    const config = path.join(dir, "wasio.toml");
+    const byConfig = await runWasio(["adapter", "status", "--json", "--config", config, "--admin", adminBase]);
+    assert.equal(byConfig.code, 0, byConfig.stderr);
+    assert.equal(typeof JSON.parse(byConfig.stdout).loaded_at_ms, "number", byConfig.stdout);
+    const byFlag = await runWasio(["adapter", "status", "--json", "--admin", adminBase, "--token", token,
+      "--cacert", path.join(dir, "cert.pem")]);
+    assert.equal(byFlag.code, 0, byFlag.stderr);
+    const other = await fsp.mkdtemp(path.join(dir, "stranger-"));
+    await makeCert(other);
+    const untrusted = await runWasio(["adapter", "status", "--admin", adminBase, "--token", token,
+      "--cacert", path.join(other, "cert.pem")]);
+    assert.notEqual(untrusted.code, 0);
+    assert.match(untrusted.stderr, /TLS handshake/);
+  });
+
   it("SIGHUP re-reads the certificate: new connections get the new one", async () => {
     assert.equal(await peerFingerprint(port), fingerprintOf(ca));
     const fresh = await makeCert(dir);
