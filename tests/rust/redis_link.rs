@@ -2,12 +2,14 @@
 //! Redis is never stopped): order, patterns, counts, the publish bound while Redis is
 //! away, and subscriptions replayed when it returns.
 
+mod common;
+
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
+use common::links::{free_port, next_connection, next_message, sink, wait_listening};
 use tokio::sync::mpsc::UnboundedReceiver;
-use wasio::testing::{LinkEvent, RedisPubSub, Sink, Topic};
+use wasio::testing::{LinkEvent, RedisPubSub, Topic};
 use wasio::{Connector, DatasourceSpec};
 
 struct RedisServer {
@@ -41,13 +43,7 @@ impl RedisServer {
         server
     }
     fn wait_ready(&mut self) {
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server on {} did not start", self.port);
+        wait_listening(self.port, "redis-server");
     }
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -67,14 +63,6 @@ impl Drop for RedisServer {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn spec(url: String, publish_buffer: usize) -> DatasourceSpec {
     DatasourceSpec {
         name: "t".into(),
@@ -84,50 +72,11 @@ fn spec(url: String, publish_buffer: usize) -> DatasourceSpec {
     }
 }
 
-/// Where the link's events go, and where the test reads them.
-fn sink() -> (Sink, UnboundedReceiver<LinkEvent>) {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    (Arc::new(move |e| tx.send(e).is_ok()), rx)
-}
-
 async fn link(port: u16, buffer: usize) -> (UnboundedReceiver<LinkEvent>, RedisPubSub) {
     let (sink, events) = sink();
     let spec = spec(format!("redis://127.0.0.1:{port}"), buffer);
     let link = RedisPubSub::connect(&spec, sink).await.expect("connects");
     (events, link)
-}
-
-/// The next event that is not a `Connection` change, bounded.
-async fn next_message(
-    events: &mut UnboundedReceiver<LinkEvent>,
-) -> (String, Option<String>, Vec<u8>) {
-    loop {
-        let e = tokio::time::timeout(Duration::from_secs(10), events.recv())
-            .await
-            .expect("an event within 10 s")
-            .expect("queue open");
-        if let LinkEvent::Message {
-            channel,
-            pattern,
-            payload,
-            ..
-        } = e
-        {
-            return (channel, pattern, payload);
-        }
-    }
-}
-
-async fn next_connection(events: &mut UnboundedReceiver<LinkEvent>) -> bool {
-    loop {
-        let e = tokio::time::timeout(Duration::from_secs(15), events.recv())
-            .await
-            .expect("a connection event within 15 s")
-            .expect("queue open");
-        if let LinkEvent::Connection { up, .. } = e {
-            return up;
-        }
-    }
 }
 
 /// Waits until Redis counts `n` subscribers on `channel` (subscriptions are applied

@@ -130,6 +130,8 @@ pub enum Connector {
     Redis,
     /// A MongoDB collection (`mongodb://`).
     Mongodb,
+    /// NATS core pub/sub (`nats://`, `tls://`).
+    Nats,
     /// The in-process bus (`memory://NAME`): nodes of one process only.
     Memory,
 }
@@ -284,6 +286,7 @@ impl Config {
                     "redis-sentinel://",
                 ],
                 Connector::Mongodb => &["mongodb://", "mongodb+srv://"],
+                Connector::Nats => &["nats://", "tls://"],
                 Connector::Memory => &["memory://"],
             };
             if !schemes.iter().any(|s| ds.url.starts_with(s)) {
@@ -411,7 +414,12 @@ impl Config {
             })?),
         };
         let granted = match datasource {
-            Some((_, ds)) if matches!(ds.connector, Connector::Redis | Connector::Memory) => {
+            Some((_, ds))
+                if matches!(
+                    ds.connector,
+                    Connector::Redis | Connector::Nats | Connector::Memory
+                ) =>
+            {
                 vec![Capability::PubSub]
             }
             Some((_, ds)) if ds.connector == Connector::Mongodb => vec![Capability::DocStore],

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::memory::MemoryPubSub;
 use super::mongo::MongoDocStore;
+use super::nats::NatsPubSub;
 use super::redis::RedisPubSub;
 use super::{CountsReply, LinkError, Sink, Topic};
 use crate::config::{Connector, DatasourceSpec};
@@ -35,13 +36,16 @@ impl Links {
             docstore: None,
         };
         Ok(match spec.connector {
-            Connector::Redis | Connector::Memory => match &current.pubsub {
+            Connector::Redis | Connector::Nats | Connector::Memory => match &current.pubsub {
                 Some(l) if same(l.spec()) => Links {
                     pubsub: Some(l.clone()),
                     docstore: None,
                 },
                 _ if spec.connector == Connector::Redis => {
                     pubsub(PubSubLink::Redis(RedisPubSub::connect(spec, sink).await?))
+                }
+                _ if spec.connector == Connector::Nats => {
+                    pubsub(PubSubLink::Nats(NatsPubSub::connect(spec, sink).await?))
                 }
                 _ => pubsub(PubSubLink::Memory(MemoryPubSub::connect(spec, sink))),
             },
@@ -123,9 +127,10 @@ impl Links {
     }
 }
 
-/// A publish/subscribe link: Redis, or the in-process bus (`memory://`).
+/// A publish/subscribe link: Redis, NATS, or the in-process bus (`memory://`).
 pub(crate) enum PubSubLink {
     Redis(RedisPubSub),
+    Nats(NatsPubSub),
     Memory(MemoryPubSub),
 }
 
@@ -134,6 +139,7 @@ impl PubSubLink {
     pub(crate) fn id(&self) -> u64 {
         match self {
             PubSubLink::Redis(l) => l.id(),
+            PubSubLink::Nats(l) => l.id(),
             PubSubLink::Memory(l) => l.id(),
         }
     }
@@ -142,6 +148,7 @@ impl PubSubLink {
     pub(crate) fn spec(&self) -> &DatasourceSpec {
         match self {
             PubSubLink::Redis(l) => l.spec(),
+            PubSubLink::Nats(l) => l.spec(),
             PubSubLink::Memory(l) => l.spec(),
         }
     }
@@ -155,6 +162,7 @@ impl PubSubLink {
     ) -> Result<(), LinkError> {
         match self {
             PubSubLink::Redis(l) => l.publish(channel, payload, sharded),
+            PubSubLink::Nats(l) => l.publish(channel, payload, sharded),
             PubSubLink::Memory(l) => l.publish(channel, payload, sharded),
         }
     }
@@ -163,6 +171,7 @@ impl PubSubLink {
     pub(crate) fn subscribe(&self, topic: Topic) -> Result<(), LinkError> {
         match self {
             PubSubLink::Redis(l) => l.subscribe(topic),
+            PubSubLink::Nats(l) => l.subscribe(topic),
             PubSubLink::Memory(l) => l.subscribe(topic),
         }
     }
@@ -171,6 +180,7 @@ impl PubSubLink {
     pub(crate) fn unsubscribe(&self, topic: Topic) -> Result<(), LinkError> {
         match self {
             PubSubLink::Redis(l) => l.unsubscribe(topic),
+            PubSubLink::Nats(l) => l.unsubscribe(topic),
             PubSubLink::Memory(l) => l.unsubscribe(topic),
         }
     }
@@ -184,15 +194,17 @@ impl PubSubLink {
     ) -> Result<(), LinkError> {
         match self {
             PubSubLink::Redis(l) => l.count(channels, sharded, reply),
+            PubSubLink::Nats(l) => l.count(channels, sharded, reply),
             PubSubLink::Memory(l) => l.count(channels, sharded, reply),
         }
     }
 
     /// Subscriptions to inject into: every node's on the in-memory bus, this link's own
-    /// on Redis.
+    /// on Redis and NATS.
     pub(crate) fn topics(&self) -> BTreeSet<Topic> {
         match self {
             PubSubLink::Redis(l) => l.topics(),
+            PubSubLink::Nats(l) => l.topics(),
             PubSubLink::Memory(l) => l.bus_topics(),
         }
     }
@@ -201,6 +213,7 @@ impl PubSubLink {
     pub(crate) async fn settled(&self, wait: Duration) -> bool {
         match self {
             PubSubLink::Redis(l) => l.settled(wait).await,
+            PubSubLink::Nats(l) => l.settled(wait).await,
             PubSubLink::Memory(_) => true,
         }
     }
@@ -209,6 +222,7 @@ impl PubSubLink {
     pub(crate) fn to_json(&self) -> serde_json::Value {
         match self {
             PubSubLink::Redis(l) => l.to_json(),
+            PubSubLink::Nats(l) => l.to_json(),
             PubSubLink::Memory(l) => l.to_json(),
         }
     }
@@ -218,6 +232,7 @@ impl PubSubLink {
     pub(crate) async fn sever(&self) {
         match self {
             PubSubLink::Redis(l) => l.sever().await,
+            PubSubLink::Nats(l) => l.sever().await,
             PubSubLink::Memory(l) => l.cut(),
         }
     }
@@ -226,6 +241,7 @@ impl PubSubLink {
     pub(crate) async fn close(self) {
         match self {
             PubSubLink::Redis(l) => l.close().await,
+            PubSubLink::Nats(l) => l.close().await,
             PubSubLink::Memory(l) => l.cut(),
         }
     }

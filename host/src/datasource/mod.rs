@@ -7,6 +7,7 @@ pub(crate) mod glob;
 mod links;
 pub(crate) mod memory;
 pub(crate) mod mongo;
+pub(crate) mod nats;
 pub(crate) mod redis;
 mod topic;
 

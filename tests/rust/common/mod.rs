@@ -1,6 +1,8 @@
 //! What the Rust integration tests share: where the test guests are, and a socketioxide
 //! instance on a loaded adapter.
 
+pub mod links;
+
 use std::path::PathBuf;
 
 use socketioxide::SocketIo;
@@ -9,6 +11,7 @@ use socketioxide::extract::SocketRef;
 use wasio::{Adapter, WasmAdapter};
 
 /// Where `host/build.rs` puts the guests it builds.
+#[allow(dead_code)]
 pub fn guest(file: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../target/guests/wasm32-wasip2/release")

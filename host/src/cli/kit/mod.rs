@@ -20,7 +20,7 @@ pub use crate::runtime::Finding;
 pub struct CheckOptions {
     /// The component under check.
     pub wasm: WasmSource,
-    /// `memory://` (default), `redis://…` or `mongodb://…`.
+    /// `memory://` (default), `redis://…`, `nats://…` or `mongodb://…`.
     pub datasource: String,
     /// The adapter's `[adapter.options]`.
     pub options: serde_json::Value,
@@ -160,8 +160,9 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Report> {
         Some("memory") => Connector::Memory,
         Some("redis" | "rediss") => Connector::Redis,
         Some("mongodb" | "mongodb+srv") => Connector::Mongodb,
+        Some("nats" | "tls") => Connector::Nats,
         _ => anyhow::bail!(
-            "--datasource {}: expected memory://, redis://… or mongodb://…",
+            "--datasource {}: expected memory://, redis://…, nats://… or mongodb://…",
             opts.datasource
         ),
     };
@@ -170,7 +171,7 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Report> {
         Ok(c) => c,
         Err(e) => {
             report.rows.push(Row {
-                scenario: "start 3 nodes (init, open `/`)",
+                scenario: "start 3 nodes (init, open `/` and `/other`)",
                 outcome: Outcome::Fail(format!("{e:#}")),
                 elapsed: started.elapsed(),
             });
@@ -179,7 +180,7 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Report> {
     };
     report.adapter = Some(cluster.adapter_info());
     report.rows.push(Row {
-        scenario: "start 3 nodes (init, open `/`)",
+        scenario: "start 3 nodes (init, open `/` and `/other`)",
         outcome: Outcome::Pass,
         elapsed: started.elapsed(),
     });
