@@ -218,3 +218,59 @@ async fn urls_with_a_password_and_a_database_and_clear_refusals() {
         .expect("nothing listening is refused");
     assert!(format!("{e:#}").contains("datasource `t`"), "{e:#}");
 }
+
+/// The count of a Redis Cluster: two subscribers held on chosen nodes by `redis-cli`
+/// and two wasio links; NUMSUB on one node would miss those on the others. Classic
+/// publishes cross the cluster bus; a shard channel lives on its slot's node.
+#[tokio::test]
+async fn on_a_redis_cluster_counts_sum_every_primary_and_shards_route() {
+    let cluster = common::redis_cluster::RedisCluster::start();
+    let connect = async || {
+        let (sink, events) = sink();
+        let link = RedisPubSub::connect(&spec(cluster.url(), 100), sink)
+            .await
+            .expect("connects to the cluster");
+        (events, link)
+    };
+    let (mut a_events, a) = connect().await;
+    let (mut b_events, b) = connect().await;
+    let mut held: Vec<Child> = cluster.ports[1..]
+        .iter()
+        .map(|p| cluster.subscriber_on(*p, "req#"))
+        .collect();
+    a.subscribe(Topic::Channel("req#".into())).unwrap();
+    b.subscribe(Topic::Channel("req#".into())).unwrap();
+    // Two links and two held subscribers, wherever each is connected.
+    subscribed(&a, "req#", 4).await;
+
+    b.publish("req#".into(), b"across".to_vec(), false).unwrap();
+    assert_eq!(next_message(&mut a_events).await.2, b"across");
+
+    a.subscribe(Topic::Shard("shard#{room}#".into())).unwrap();
+    assert!(a.settled(Duration::from_secs(5)).await);
+    b.publish("shard#{room}#".into(), b"sharded".to_vec(), true)
+        .unwrap();
+    let (channel, _, payload) = next_message(&mut a_events).await;
+    assert_eq!(
+        (channel.as_str(), payload.as_slice()),
+        ("shard#{room}#", b"sharded".as_slice())
+    );
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    b.count(
+        vec!["shard#{room}#".into()],
+        true,
+        Box::new(move |c| {
+            let _ = tx.send(c);
+        }),
+    )
+    .unwrap();
+    assert_eq!(rx.await.unwrap().unwrap(), vec![1]);
+
+    for c in &mut held {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let _ = b_events.try_recv();
+    b.close().await;
+    a.close().await;
+}

@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use fred::clients::{Client, SubscriberClient};
-use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
-use fred::types::config::{Config, ReconnectPolicy};
-use fred::types::{Builder, MessageKind, Value};
+use fred::clients::{Client, Pipeline, SubscriberClient};
+use fred::interfaces::{ClientLike, ClusterInterface, EventInterface, PubsubInterface};
+use fred::types::config::{Config, Options, ReconnectPolicy};
+use fred::types::{Builder, ClusterHash, MessageKind, Value};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -354,29 +354,48 @@ fn forget(topics: &Mutex<BTreeSet<Topic>>, topic: Topic) -> Option<Topic> {
     set.remove(&topic).then_some(topic)
 }
 
-/// Sends `pending` as one pipeline; retries what failed, in order, until it is sent.
+/// Sends `pending` as pipelines, one per run of classic or sharded publishes; retries
+/// what failed, in order, until it is sent.
+///
+/// On a Redis Cluster a classic PUBLISH may go to any node (the cluster bus relays it
+/// to all), and fred picks the node by the channel's slot: messages on two channels
+/// then travel by two nodes and can arrive out of the order they were sent. They all
+/// go by the node of one slot instead, which keeps this node's order (a broadcast, then
+/// the answer to a request, as on one Redis). A sharded one must go to its channel's slot.
 async fn flush(
     publisher: &Client,
     pending: &mut Vec<(String, Bytes, bool)>,
     metrics: &LinkMetrics,
 ) {
+    let one_node = Options {
+        cluster_hash: Some(ClusterHash::Custom(0)),
+        ..Default::default()
+    };
     let mut backoff = Duration::from_millis(50);
     while !pending.is_empty() {
-        let pipe = publisher.pipeline();
-        for (channel, payload, sharded) in pending.iter() {
-            // Queuing into a pipeline only fails on bad arguments, which these are not.
-            let _: Result<(), _> = if *sharded {
-                pipe.spublish(channel.clone(), payload.clone()).await
+        let mut sent = vec![false; pending.len()];
+        let mut start = 0;
+        while start < pending.len() {
+            let sharded = pending[start].2;
+            let len = pending[start..]
+                .iter()
+                .take_while(|p| p.2 == sharded)
+                .count();
+            let run = &pending[start..start + len];
+            let results = if sharded {
+                send(publisher.pipeline(), run).await
             } else {
-                pipe.publish(channel.clone(), payload.clone()).await
+                send(Pipeline::from(publisher.with_options(&one_node)), run).await
             };
+            for (k, ok) in results.into_iter().enumerate() {
+                sent[start + k] = ok;
+            }
+            start += len;
         }
-        let results = pipe.try_all::<Value>().await;
         let mut i = 0;
         pending.retain(|_| {
-            let sent = results.get(i).is_some_and(Result::is_ok);
             i += 1;
-            !sent
+            !sent[i - 1]
         });
         if !pending.is_empty() {
             metrics
@@ -386,6 +405,22 @@ async fn flush(
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     }
+}
+
+/// One pipeline of `run`'s publishes: which of them Redis took.
+async fn send<C: PubsubInterface>(pipe: Pipeline<C>, run: &[(String, Bytes, bool)]) -> Vec<bool> {
+    for (channel, payload, sharded) in run {
+        // Queuing into a pipeline only fails on bad arguments, which these are not.
+        let _: Result<(), _> = if *sharded {
+            pipe.spublish(channel.clone(), payload.clone()).await
+        } else {
+            pipe.publish(channel.clone(), payload.clone()).await
+        };
+    }
+    let results = pipe.try_all::<Value>().await;
+    (0..run.len())
+        .map(|k| results.get(k).is_some_and(Result::is_ok))
+        .collect()
 }
 
 async fn send_subscribe(sub: &SubscriberClient, topic: &Topic) -> Result<(), fred::error::Error> {
@@ -404,17 +439,42 @@ async fn send_unsubscribe(sub: &SubscriberClient, topic: &Topic) -> Result<(), f
     }
 }
 
-/// PUBSUB NUMSUB / SHARDNUMSUB, as counts in channel order.
+/// PUBSUB NUMSUB / SHARDNUMSUB, as counts in channel order. On a Redis Cluster a
+/// classic subscriber is counted only by the node it is connected to: NUMSUB is asked
+/// of every primary and summed (as the Node.js adapter does with an ioredis cluster);
+/// a shard channel's subscribers are all on its slot's node, where fred sends it.
 async fn count(
     publisher: &Client,
     channels: &[String],
     sharded: bool,
 ) -> Result<Vec<u64>, LinkError> {
+    if sharded {
+        return numsub(publisher, channels, true).await;
+    }
+    let Some(cluster) = publisher.cached_cluster_state() else {
+        return numsub(publisher, channels, false).await;
+    };
+    let mut sums = vec![0; channels.len()];
+    for server in cluster.unique_primary_nodes() {
+        let node = publisher.with_cluster_node(server);
+        for (sum, n) in sums.iter_mut().zip(numsub(&node, channels, false).await?) {
+            *sum += n;
+        }
+    }
+    Ok(sums)
+}
+
+/// One PUBSUB NUMSUB / SHARDNUMSUB, on the node `client` sends it to.
+async fn numsub(
+    client: &(impl PubsubInterface + Sync),
+    channels: &[String],
+    sharded: bool,
+) -> Result<Vec<u64>, LinkError> {
     let names: Vec<&str> = channels.iter().map(String::as_str).collect();
     let reply: Value = if sharded {
-        publisher.pubsub_shardnumsub(names).await
+        client.pubsub_shardnumsub(names).await
     } else {
-        publisher.pubsub_numsub(names).await
+        client.pubsub_numsub(names).await
     }
     .map_err(|e| LinkError::Backend(format!("PUBSUB NUMSUB: {e}")))?;
     // RESP2 answers [channel, n, ...]; RESP3 a map.
