@@ -88,6 +88,19 @@ async fn the_json_adapters_pass_in_every_language() {
     }
 }
 
+/// A Redis Cluster of three masters (`redis-cluster://`): the Redis guest in both
+/// protocols; classic counts are summed over the masters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_guest_passes_on_a_redis_cluster() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let cluster = common::redis_cluster::RedisCluster::start();
+    for mode in ["classic", "sharded"] {
+        let options = serde_json::json!({ "mode": mode });
+        let report = check(WasmSource::Builtin("redis".into()), &cluster.url(), options).await;
+        assert_passed(&report);
+    }
+}
+
 /// The machine's NATS (`connector = "nats"`): the JSON adapters in every language and
 /// the Redis guest's classic protocol (channels and a PSUBSCRIBE pattern) run on it
 /// unchanged; counts come from the link's census.

@@ -158,11 +158,11 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Report> {
     }
     let connector = match opts.datasource.split("://").next() {
         Some("memory") => Connector::Memory,
-        Some("redis" | "rediss") => Connector::Redis,
+        Some("redis" | "rediss" | "redis-cluster") => Connector::Redis,
         Some("mongodb" | "mongodb+srv") => Connector::Mongodb,
         Some("nats" | "tls") => Connector::Nats,
         _ => anyhow::bail!(
-            "--datasource {}: expected memory://, redis://…, nats://… or mongodb://…",
+            "--datasource {}: expected memory://, redis://…, redis-cluster://…, nats://… or mongodb://…",
             opts.datasource
         ),
     };

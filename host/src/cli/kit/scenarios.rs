@@ -229,6 +229,57 @@ async fn join_as(client: &tokio::sync::Mutex<Client>, room: &str) -> anyhow::Res
     Ok(())
 }
 
+/// Waits until broadcasts from node `from` to `room` in `nsp` reach every one of
+/// `members`, the cluster's patience at most. A backend that subscribes a channel per
+/// room (sharded Redis, `dynamic`) does so just after a join, as Node.js's does: a
+/// broadcast sent in between misses the new member. Probes are events of their own,
+/// which the rows' counts ignore.
+async fn reachable(
+    c: &Cluster,
+    from: usize,
+    nsp: &str,
+    room: &str,
+    members: &[&tokio::sync::Mutex<Client>],
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + c.patience;
+    loop {
+        let probe = json!(format!("probe-{}", unique()));
+        c.nodes[from]
+            .io
+            .of(nsp)
+            .context("no such namespace")?
+            .to(room.to_string())
+            .emit("probe", &probe)
+            .await
+            .map_err(|e| anyhow::anyhow!("probe broadcast: {e}"))?;
+        let mut all = true;
+        for m in members {
+            let mut client = m.lock().await;
+            let until = Instant::now() + Duration::from_millis(200);
+            let mut got = false;
+            while let Some(e) = client
+                .next(until.saturating_duration_since(Instant::now()))
+                .await
+            {
+                if e == Incoming::Event("probe".into(), probe.clone()) {
+                    got = true;
+                    break;
+                }
+            }
+            all &= got;
+        }
+        if all {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "broadcasts from {} to room `{room}` in `{nsp}` never reached every member (waited {:?})",
+            label(from),
+            c.patience
+        );
+    }
+}
+
 async fn server_count(c: &Cluster) -> anyhow::Result<Outcome> {
     for (n, node) in c.nodes.iter().enumerate() {
         let mut last = String::new();
@@ -260,7 +311,10 @@ async fn to_all(c: &Cluster) -> anyhow::Result<Outcome> {
         .emit("all", &t)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    exactly(&c.deliveries(A, "all", &t, &every()).await?, &every())
+    exactly(
+        &c.deliveries(A, "all", &t, &every(), &every()).await?,
+        &every(),
+    )
 }
 
 async fn except_sender(c: &Cluster) -> anyhow::Result<Outcome> {
@@ -275,7 +329,10 @@ async fn except_sender(c: &Cluster) -> anyhow::Result<Outcome> {
         .await?;
     ensure!(ack["ok"] == true, "publish refused: {ack}");
     let others: Vec<_> = every().into_iter().filter(|k| *k != (A, 0)).collect();
-    exactly(&c.deliveries(A, "excl", &t, &every()).await?, &others)
+    exactly(
+        &c.deliveries(A, "excl", &t, &every(), &others).await?,
+        &others,
+    )
 }
 
 /// Rooms used from here on: B0 in red and blue, C1 in red, C0 in blue.
@@ -295,7 +352,8 @@ async fn to_room(c: &Cluster) -> anyhow::Result<Outcome> {
         .await?;
     ensure!(ack["ok"] == true, "publish refused: {ack}");
     exactly(
-        &c.deliveries(A, "room", &t, &every()).await?,
+        &c.deliveries(A, "room", &t, &every(), &[(B, 0), (C, 1)])
+            .await?,
         &[(B, 0), (C, 1)],
     )
 }
@@ -309,7 +367,8 @@ async fn to_rooms(c: &Cluster) -> anyhow::Result<Outcome> {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     exactly(
-        &c.deliveries(A, "rooms", &t, &every()).await?,
+        &c.deliveries(A, "rooms", &t, &every(), &[(B, 0), (C, 0), (C, 1)])
+            .await?,
         &[(B, 0), (C, 0), (C, 1)],
     )
 }
@@ -323,7 +382,8 @@ async fn except_room(c: &Cluster) -> anyhow::Result<Outcome> {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     exactly(
-        &c.deliveries(A, "except", &t, &every()).await?,
+        &c.deliveries(A, "except", &t, &every(), &[(A, 0), (A, 1), (B, 1), (C, 0)])
+            .await?,
         &[(A, 0), (A, 1), (B, 1), (C, 0)],
     )
 }
@@ -346,6 +406,7 @@ async fn join_leave(c: &Cluster) -> anyhow::Result<Outcome> {
         async || member(true).await,
     )
     .await?;
+    reachable(c, C, "/", "green", &[&c.clients[B][1]]).await?;
     let t = token();
     c.nodes[C]
         .io
@@ -353,8 +414,11 @@ async fn join_leave(c: &Cluster) -> anyhow::Result<Outcome> {
         .emit("green", &t)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    exactly(&c.deliveries(C, "green", &t, &every()).await?, &[(B, 1)])
-        .context("a broadcast to `green` from C after the join")?;
+    exactly(
+        &c.deliveries(C, "green", &t, &every(), &[(B, 1)]).await?,
+        &[(B, 1)],
+    )
+    .context("a broadcast to `green` from C after the join")?;
     c.nodes[A]
         .io
         .to(sid.clone())
@@ -552,6 +616,7 @@ async fn namespaces(c: &Cluster) -> anyhow::Result<Outcome> {
     for n in [B, C] {
         join_as(&c.others[n], &room).await?;
     }
+    reachable(c, A, OTHER, &room, &[&c.others[B], &c.others[C]]).await?;
     let other = |n: usize| {
         c.nodes[n]
             .io
@@ -565,7 +630,7 @@ async fn namespaces(c: &Cluster) -> anyhow::Result<Outcome> {
         .await
         .map_err(|e| anyhow::anyhow!("broadcast in `{OTHER}`: {e}"))?;
     let mut wrong = Vec::new();
-    let in_root = c.deliveries(A, "ns", &t, &connected()).await?;
+    let in_root = c.deliveries(A, "ns", &t, &connected(), &[]).await?;
     let mut keys: Vec<_> = in_root.keys().copied().collect();
     keys.sort();
     for k in keys {
@@ -586,7 +651,10 @@ async fn namespaces(c: &Cluster) -> anyhow::Result<Outcome> {
         let who = format!("{}'s `{OTHER}` client", label(n));
         let mut client = c.others[n].lock().await;
         let want = usize::from(n != A);
-        match c.count_to_fence(&mut client, &who, &fence, "ns", &t).await {
+        match c
+            .count_to_fence(&mut client, &who, &fence, ("ns", &t), want)
+            .await
+        {
             Ok(got) if got == want => {}
             Ok(got) => wrong.push(format!("{who} got it {got}× (expected {want})")),
             Err(e) => wrong.push(format!("{e:#}")),
@@ -699,7 +767,8 @@ async fn malformed(c: &Cluster) -> anyhow::Result<Outcome> {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     exactly(
-        &c.deliveries(B, "after", &t, &connected()).await?,
+        &c.deliveries(B, "after", &t, &connected(), &connected())
+            .await?,
         &connected(),
     )
     .context("a broadcast after the garbage")?;
@@ -825,7 +894,8 @@ async fn node_dies(c: &Cluster) -> anyhow::Result<Outcome> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let live_clients = [(A, 0), (A, 1), (B, 0), (B, 1)];
     exactly(
-        &c.deliveries(A, "alive", &t, &live_clients).await?,
+        &c.deliveries(A, "alive", &t, &live_clients, &live_clients)
+            .await?,
         &live_clients,
     )
 }
