@@ -142,6 +142,9 @@ pub enum System {
     Node,
     /// `wasio serve` with the builtin MongoDB guest (change streams on one collection).
     WasioMongo,
+    /// `wasio serve` with the builtin Redis guest (classic protocol) on NATS
+    /// (`connector = "nats"`: subjects, patterns matched on the host, counts by census).
+    WasioNats,
     /// Node.js socket.io 4.8 + @socket.io/mongo-adapter 0.4 on a capped collection
     /// (`tests/bench/node/server.js --mongodb`).
     NodeMongo,
@@ -156,20 +159,26 @@ impl System {
             System::NativeNodelay => "native, TCP_NODELAY",
             System::Node => "Node.js redis-adapter",
             System::WasioMongo => "wasio + MongoDB guest",
+            System::WasioNats => "wasio + Redis guest on NATS",
             System::NodeMongo => "Node.js mongo-adapter",
         }
     }
 
-    /// Whether it runs on MongoDB (else on Redis).
+    /// Whether it runs on MongoDB.
     pub fn on_mongodb(self) -> bool {
         matches!(self, System::WasioMongo | System::NodeMongo)
+    }
+
+    /// Whether it runs on Redis (else on MongoDB or NATS).
+    pub fn on_redis(self) -> bool {
+        !self.on_mongodb() && self != System::WasioNats
     }
 
     /// Whether it is a `wasio serve` (so has a guest, and `/metrics`).
     pub fn is_wasio(self) -> bool {
         matches!(
             self,
-            System::WasioLocal | System::Wasio | System::WasioMongo
+            System::WasioLocal | System::Wasio | System::WasioMongo | System::WasioNats
         )
     }
 
@@ -243,6 +252,9 @@ pub struct RunArgs {
     /// The Redis the Redis systems use.
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     pub redis: String,
+    /// The NATS the NATS system uses.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    pub nats: String,
     /// The MongoDB the MongoDB systems use (the database is the URL's path, e.g.
     /// `mongodb://127.0.0.1:27017/wasio_bench?replicaSet=rs0`: change streams need a
     /// replica set). Without it, the bench starts a SecantusDB of its own for the run:

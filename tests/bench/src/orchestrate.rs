@@ -100,8 +100,12 @@ pub fn run(workloads: &[Workload], args: RunArgs) -> Result<()> {
         redis: args
             .systems
             .iter()
-            .any(|s| !s.on_mongodb())
+            .any(|s| s.on_redis())
             .then(|| format!("Redis at {}", args.redis)),
+        nats: args
+            .systems
+            .contains(&System::WasioNats)
+            .then(|| format!("NATS at {}", args.nats)),
         mongodb: mongo.as_ref().map(|m| m.label.clone()),
     };
     if let Some(m) = mongo {
@@ -154,6 +158,7 @@ impl Row {
 /// What the systems ran on, for the table's header.
 pub(crate) struct Backends {
     pub(crate) redis: Option<String>,
+    pub(crate) nats: Option<String>,
     pub(crate) mongodb: Option<String>,
 }
 
@@ -178,6 +183,8 @@ async fn run_system(
     let (backend_url, backend_pid) = if system.on_mongodb() {
         let m = mongo.context("no MongoDB")?;
         (m.url.as_str(), m.pid())
+    } else if system == System::WasioNats {
+        (args.nats.as_str(), pid_named("nats-server"))
     } else {
         (args.redis.as_str(), pid_named("redis-server"))
     };
@@ -293,7 +300,7 @@ fn spawn(
     log: &Path,
 ) -> Result<Child> {
     let mut cmd = match system {
-        System::Wasio | System::WasioMongo | System::WasioLocal => {
+        System::Wasio | System::WasioMongo | System::WasioLocal | System::WasioNats => {
             if !args.wasio_bin.exists() {
                 bail!(
                     "{} not found: `cargo build --release -p wasio` first, or --wasio-bin",
@@ -304,7 +311,10 @@ fn spawn(
             let mut config_text = match system {
                 System::WasioMongo => wasio_mongo_config(port, backend_url, key),
                 System::WasioLocal => wasio_local_config(port),
-                _ => wasio_config(port, "builtin:redis", backend_url, key),
+                System::WasioNats => {
+                    wasio_config(port, "builtin:redis", ("nats", backend_url), key)
+                }
+                _ => wasio_config(port, "builtin:redis", ("redis", backend_url), key),
             };
             if let Some(admin) = admin {
                 // `/metrics` needs no token, but the admin API is off without one.
@@ -355,9 +365,14 @@ fn spawn(
 /// the default 100 publishes/s: no per-socket rate limit (native and Node.js have none).
 const UNLIMITED: &str = "\n[server.limits]\npublishes_per_second = 0\n";
 
-/// The config of a wasio node on Redis: adapter `wasm` (`builtin:redis` or a path to a
-/// Redis guest), channel prefix `key`.
-pub(crate) fn wasio_config(port: u16, wasm: &str, redis: &str, key: &str) -> String {
+/// The config of a wasio node on a pub/sub backend, `(connector, url)`: adapter `wasm`
+/// (`builtin:redis` or a path to a Redis guest), channel prefix `key`.
+pub(crate) fn wasio_config(
+    port: u16,
+    wasm: &str,
+    (connector, url): (&str, &str),
+    key: &str,
+) -> String {
     format!(
         r#"[server]
 host = "127.0.0.1"
@@ -372,8 +387,8 @@ datasource = "cache"
 key = "{key}"
 
 [datasources.cache]
-connector = "redis"
-url = "{redis}"
+connector = "{connector}"
+url = "{url}"
 {UNLIMITED}"#
     )
 }

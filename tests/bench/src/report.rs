@@ -107,6 +107,9 @@ pub(crate) fn report(
     if let Some(redis) = &backends.redis {
         let _ = writeln!(out, "redis: {redis}");
     }
+    if let Some(nats) = &backends.nats {
+        let _ = writeln!(out, "nats: {nats}");
+    }
     if let Some(mongodb) = &backends.mongodb {
         let _ = writeln!(out, "mongodb: {mongodb}");
     }

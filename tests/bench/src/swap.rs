@@ -277,7 +277,7 @@ async fn run_cluster(args: &SwapArgs, to: &Target, dir: &Path) -> Result<Outcome
         let config = dir.join(format!("wasio-{i}.toml"));
         let text = format!(
             "{}\n[admin]\nlisten = \"127.0.0.1:{admin}\"\ntoken = \"{token}\"\n",
-            orchestrate::wasio_config(port, &args.from, &args.redis, &key)
+            orchestrate::wasio_config(port, &args.from, ("redis", &args.redis), &key)
         );
         std::fs::write(&config, text)?;
         let log = dir.join(format!("wasio-{i}.log"));
