@@ -97,9 +97,18 @@ impl Node {
     /// Waits for a log line containing `needle`; returns `http://` and what follows it
     /// on that line, up to a space.
     fn wait_log(&mut self, needle: &str, within: Duration) -> String {
+        self.wait_log_nth(needle, 1, within)
+    }
+
+    /// Like [`Node::wait_log`], for the `nth` line with `needle` (1 is the first).
+    fn wait_log_nth(&mut self, needle: &str, nth: usize, within: Duration) -> String {
         let end = Instant::now() + within;
         loop {
-            if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+            let found = {
+                let log = self.log.lock().unwrap();
+                log.iter().filter(|l| l.contains(needle)).nth(nth - 1).cloned()
+            };
+            if let Some(line) = found {
                 let rest = &line[line.find(needle).unwrap() + needle.len()..];
                 let addr = rest.split_whitespace().next().unwrap_or("");
                 let scheme = if needle.ends_with("http://") {
@@ -704,7 +713,8 @@ async fn the_policy_is_swapped_by_the_admin_api_the_cli_the_watcher_and_sighup()
         .await_policy("SIGHUP's swap", |s| s["name"] == "three")
         .await;
     assert_eq!(s["sha256"], first_sha, "{s:#}");
-    node.wait_log("for a new policy", Duration::from_secs(10));
+    // The file watched anew (the first such line was the start's).
+    node.wait_log_nth("for a new policy", 2, Duration::from_secs(10));
 
     // The watcher: new bytes in the file are swapped in, with the running options.
     replace_file(&node.path("policy.wasm"), &policy_variant("c"));
