@@ -106,7 +106,10 @@ impl Node {
         loop {
             let found = {
                 let log = self.log.lock().unwrap();
-                log.iter().filter(|l| l.contains(needle)).nth(nth - 1).cloned()
+                log.iter()
+                    .filter(|l| l.contains(needle))
+                    .nth(nth - 1)
+                    .cloned()
             };
             if let Some(line) = found {
                 let rest = &line[line.find(needle).unwrap() + needle.len()..];
