@@ -127,3 +127,42 @@ impl LinkMetrics {
         })
     }
 }
+
+/// Queues `op` for a link's writer. A full queue (the backend is slow or away: the
+/// bound is `publish_buffer`) or a closed one refuses it, counted in `publish_errors`.
+pub(crate) fn enqueue<T>(
+    ops: &tokio::sync::mpsc::Sender<T>,
+    op: T,
+    backend: &str,
+    spec: &crate::config::DatasourceSpec,
+    metrics: &LinkMetrics,
+) -> Result<(), LinkError> {
+    use tokio::sync::mpsc::error::TrySendError;
+    ops.try_send(op).map_err(|e| {
+        LinkMetrics::bump(&metrics.publish_errors);
+        match e {
+            TrySendError::Full(_) => LinkError::Full(format!(
+                "{backend} at {} is not keeping up or unreachable: {} operations already wait to be sent",
+                spec.redacted_url(),
+                spec.publish_buffer
+            )),
+            TrySendError::Closed(_) => LinkError::Closed(format!("the {backend} link is closed")),
+        }
+    })
+}
+
+/// `/healthz`'s view of a link whose writer reads `ops`: what waits in the queue and
+/// what the writer holds, the counters, and which datasource it is.
+pub(crate) fn queue_json<T>(
+    ops: &tokio::sync::mpsc::Sender<T>,
+    metrics: &LinkMetrics,
+    spec: &crate::config::DatasourceSpec,
+    connector: &str,
+) -> serde_json::Value {
+    let buffered = ops.max_capacity() - ops.capacity() + metrics.held.load(Ordering::Relaxed);
+    let mut v = metrics.to_json(buffered);
+    v["name"] = spec.name.clone().into();
+    v["connector"] = connector.into();
+    v["url"] = spec.redacted_url().into();
+    v
+}

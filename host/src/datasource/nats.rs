@@ -194,30 +194,12 @@ impl NatsPubSub {
     }
 
     fn enqueue(&self, op: Op) -> Result<(), LinkError> {
-        self.ops.try_send(op).map_err(|e| {
-            LinkMetrics::bump(&self.metrics.publish_errors);
-            match e {
-                mpsc::error::TrySendError::Full(_) => LinkError::Full(format!(
-                    "NATS at {} is not keeping up or unreachable: {} operations already wait to be sent",
-                    self.spec.redacted_url(),
-                    self.spec.publish_buffer
-                )),
-                mpsc::error::TrySendError::Closed(_) => {
-                    LinkError::Closed("the NATS link is closed".to_string())
-                }
-            }
-        })
+        super::enqueue(&self.ops, op, "NATS", &self.spec, &self.metrics)
     }
 
     /// State and counters for `/healthz`.
     pub fn to_json(&self) -> serde_json::Value {
-        let buffered =
-            self.ops.max_capacity() - self.ops.capacity() + self.metrics.held.load(Relaxed);
-        let mut v = self.metrics.to_json(buffered);
-        v["name"] = self.spec.name.clone().into();
-        v["connector"] = "nats".into();
-        v["url"] = self.spec.redacted_url().into();
-        v
+        super::queue_json(&self.ops, &self.metrics, &self.spec, "nats")
     }
 
     /// Drops the queue and every subscription at once, as a node that crashed would

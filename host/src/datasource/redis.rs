@@ -228,30 +228,12 @@ impl RedisPubSub {
     }
 
     fn enqueue(&self, op: Op) -> Result<(), LinkError> {
-        self.ops.try_send(op).map_err(|e| {
-            LinkMetrics::bump(&self.metrics.publish_errors);
-            match e {
-                mpsc::error::TrySendError::Full(_) => LinkError::Full(format!(
-                    "Redis at {} is not keeping up or unreachable: {} operations already wait to be sent",
-                    self.spec.redacted_url(),
-                    self.spec.publish_buffer
-                )),
-                mpsc::error::TrySendError::Closed(_) => {
-                    LinkError::Closed("the Redis link is closed".to_string())
-                }
-            }
-        })
+        super::enqueue(&self.ops, op, "Redis", &self.spec, &self.metrics)
     }
 
     /// State and counters for `/healthz`.
     pub fn to_json(&self) -> serde_json::Value {
-        let buffered = self.ops.max_capacity() - self.ops.capacity()
-            + self.metrics.held.load(std::sync::atomic::Ordering::Relaxed);
-        let mut v = self.metrics.to_json(buffered);
-        v["name"] = self.spec.name.clone().into();
-        v["connector"] = "redis".into();
-        v["url"] = self.spec.redacted_url().into();
-        v
+        super::queue_json(&self.ops, &self.metrics, &self.spec, "redis")
     }
 
     /// Closes both connections once what is queued has been sent (waiting 2 s at most).
