@@ -1,6 +1,11 @@
 //! Redis glob patterns (`*`, `?`, `[a-z]`, `[^x]`, `\` escapes), to tell a guest which
 //! of its `psubscribe` patterns a message matched (the client library does not say).
 
+/// Whether `pattern` holds any glob syntax (else it matches only itself).
+pub fn is_glob(pattern: &str) -> bool {
+    pattern.contains(['*', '?', '[', '\\'])
+}
+
 /// Whether `text` matches the Redis glob `pattern`.
 pub fn matches(pattern: &[u8], text: &[u8]) -> bool {
     // Iterative matcher with one backtrack point for the last `*`.

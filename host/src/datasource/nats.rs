@@ -22,7 +22,7 @@ use async_nats::{Client, Event, Subscriber};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::task::AbortHandle;
 
 use super::{CountsReply, LinkError, LinkEvent, LinkMetrics, Sink, Topic, glob};
 use crate::config::DatasourceSpec;
@@ -59,7 +59,8 @@ pub struct NatsPubSub {
     metrics: Arc<LinkMetrics>,
     subscriptions: Subscriptions,
     writer: tokio::task::JoinHandle<()>,
-    tasks: Arc<Mutex<JoinSet<()>>>,
+    /// The task answering the census.
+    census: AbortHandle,
 }
 
 impl NatsPubSub {
@@ -92,22 +93,18 @@ impl NatsPubSub {
         metrics.connected.store(true, Relaxed);
 
         let subscriptions: Subscriptions = Arc::default();
-        let tasks = Arc::new(Mutex::new(JoinSet::new()));
         let census = client
             .subscribe(CENSUS)
             .await
             .with_context(|| format!("{label}: subscribing {CENSUS}"))?;
-        tasks
-            .lock()
-            .unwrap()
-            .spawn(answer_census(client.clone(), census, subscriptions.clone()));
+        let census = tokio::spawn(answer_census(client.clone(), census, subscriptions.clone()))
+            .abort_handle();
         let (ops, rx) = mpsc::channel(spec.publish_buffer.max(1));
         let writer = tokio::spawn(write(
             Receiving {
                 link: id,
                 client: client.clone(),
                 subscriptions: subscriptions.clone(),
-                tasks: tasks.clone(),
                 sink,
                 metrics: metrics.clone(),
             },
@@ -121,7 +118,7 @@ impl NatsPubSub {
             metrics,
             subscriptions,
             writer,
-            tasks,
+            census,
         })
     }
 
@@ -207,8 +204,7 @@ impl NatsPubSub {
     /// this link.
     pub async fn sever(&self) {
         self.writer.abort();
-        self.tasks.lock().unwrap().abort_all();
-        self.subscriptions.lock().unwrap().clear();
+        stop_receiving(&self.census, &self.subscriptions);
         let _ = self.client.flush().await;
     }
 
@@ -218,15 +214,25 @@ impl NatsPubSub {
             client,
             ops,
             writer,
-            tasks,
+            census,
+            subscriptions,
             ..
         } = self;
+        // The writer drains the queue and ends once the last sender is gone.
         drop(ops);
         let abort = writer.abort_handle();
         let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
         abort.abort();
-        tasks.lock().unwrap().abort_all();
+        stop_receiving(&census, &subscriptions);
         let _ = tokio::time::timeout(Duration::from_secs(2), client.drain()).await;
+    }
+}
+
+/// Ends the census and every subscription's task (their subscribers unsubscribe).
+fn stop_receiving(census: &AbortHandle, subscriptions: &Subscriptions) {
+    census.abort();
+    for (_, task) in std::mem::take(&mut *subscriptions.lock().unwrap()) {
+        task.abort();
     }
 }
 
@@ -260,8 +266,7 @@ pub fn covering_subject(pattern: &str) -> String {
     while let Some(part) = parts.next() {
         // The last part can end the channel, so it is never taken as literal: `a.b`
         // with `b` a glob-free final part is a channel, subscribed as one by the caller.
-        let glob = part.contains(['*', '?', '[', '\\']);
-        if glob || part.is_empty() || parts.peek().is_none() {
+        if glob::is_glob(part) || part.is_empty() || parts.peek().is_none() {
             break;
         }
         literal.push(part);
@@ -275,7 +280,6 @@ struct Receiving {
     link: u64,
     client: Client,
     subscriptions: Subscriptions,
-    tasks: Arc<Mutex<JoinSet<()>>>,
     sink: Sink,
     metrics: Arc<LinkMetrics>,
 }
@@ -285,9 +289,10 @@ impl Receiving {
         if self.subscriptions.lock().unwrap().contains_key(&topic) {
             return;
         }
-        let (nats_subject, pattern) = match &topic {
+        // A glob-free pattern matches only itself: its subject needs no filter.
+        let (nats_subject, filter) = match &topic {
             Topic::Channel(c) => (c.clone(), None),
-            Topic::Pattern(p) if !p.contains(['*', '?', '[', '\\']) => (p.clone(), None),
+            Topic::Pattern(p) if !glob::is_glob(p) => (p.clone(), None),
             Topic::Pattern(p) => (covering_subject(p), Some(p.clone())),
             Topic::Shard(_) => return,
         };
@@ -298,26 +303,20 @@ impl Receiving {
                 return;
             }
         };
-        let named = match &topic {
+        let pattern = match &topic {
             Topic::Pattern(p) => Some(p.clone()),
             _ => None,
         };
-        let task = forward(self.link, subscriber, pattern, named, self.sink.clone());
-        let handle = self.tasks.lock().unwrap().spawn(task);
+        let task = forward(self.link, subscriber, filter, pattern, self.sink.clone());
+        let handle = tokio::spawn(task).abort_handle();
         self.subscriptions.lock().unwrap().insert(topic, handle);
     }
 
     fn unsubscribe(&self, topic: Topic) {
         let mut subs = self.subscriptions.lock().unwrap();
-        let removed = match subs.remove(&topic) {
-            Some(h) => Some(h),
-            None => match topic {
-                Topic::Channel(name) => subs.remove(&Topic::Pattern(name)),
-                _ => None,
-            },
-        };
+        let topic = topic.stopped_by_unsubscribe(|t| subs.contains_key(t));
         // Aborting the task drops its subscriber, which unsubscribes.
-        if let Some(h) = removed {
+        if let Some(h) = subs.remove(&topic) {
             h.abort();
         }
     }

@@ -327,12 +327,7 @@ async fn write(
 /// what was removed.
 fn forget(topics: &Mutex<BTreeSet<Topic>>, topic: Topic) -> Option<Topic> {
     let mut set = topics.lock().unwrap();
-    if let Topic::Channel(name) = &topic
-        && !set.contains(&topic)
-    {
-        let pattern = Topic::Pattern(name.clone());
-        return set.remove(&pattern).then_some(pattern);
-    }
+    let topic = topic.stopped_by_unsubscribe(|t| set.contains(t));
     set.remove(&topic).then_some(topic)
 }
 

@@ -13,5 +13,19 @@ pub enum Topic {
     Shard(String),
 }
 
+impl Topic {
+    /// What `unsubscribe(self)` stops, given what is `subscribed`: the topic itself, or,
+    /// for a channel name only a pattern has, that pattern (the contract's `unsubscribe`
+    /// names a pattern given to `psubscribe` as a channel).
+    pub(crate) fn stopped_by_unsubscribe(self, subscribed: impl Fn(&Topic) -> bool) -> Topic {
+        match self {
+            Topic::Channel(name) if !subscribed(&Topic::Channel(name.clone())) => {
+                Topic::Pattern(name)
+            }
+            other => other,
+        }
+    }
+}
+
 /// Where a link answers a subscriber count: counts in channel order.
 pub type CountsReply = Box<dyn FnOnce(Result<Vec<u64>, LinkError>) + Send>;
