@@ -306,12 +306,7 @@ pub async fn serve(
     let stopped = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    match tls {
-        Some(tls) => super::tls::serve(listener, router, tls, stopped).await,
-        None => Ok(axum::serve(listener, router)
-            .with_graceful_shutdown(stopped)
-            .await?),
-    }
+    super::server::serve_on(listener, router, tls, stopped).await
 }
 
 /// A request to an admin API at `base` (`http://HOST:PORT`): the status and the JSON

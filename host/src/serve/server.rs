@@ -101,6 +101,16 @@ pub async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     bound(listener.local_addr()?);
+    serve_on(listener, router, tls, shutdown).await
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, over `tls` when given.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    tls: Option<Arc<super::tls::Tls>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     if let Some(tls) = tls {
         return super::tls::serve(listener, router, tls, shutdown).await;
     }
