@@ -349,7 +349,7 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
                 }
             };
             if let Ok(a) = listener.local_addr() {
-                let scheme = if admin_tls.is_some() { "https" } else { "http" };
+                let scheme = scheme(admin_tls.is_some());
                 tracing::info!("admin API listening on {scheme}://{a}");
             }
             let router = crate::serve::admin::router(node, &token);
@@ -363,11 +363,7 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
         }
         None => tracing::info!("admin API off (no admin.token configured)"),
     }
-    let scheme = if server_tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
+    let scheme = scheme(server_tls.is_some());
     let bound = move |addr: SocketAddr| {
         tracing::info!(adapter = %info.name, version = %info.version, source = %info.source, "wasio listening on {scheme}://{addr}");
     };
@@ -390,6 +386,11 @@ async fn serve(config_path: Option<PathBuf>, port: Option<u16>, check: bool) -> 
     crate::serve::shutdown::run(server, node, signals).await
 }
 
+/// A listener's URL scheme.
+fn scheme(tls: bool) -> &'static str {
+    if tls { "https" } else { "http" }
+}
+
 /// Where the admin API is, its token and, over https, the certificates to trust.
 struct AdminTarget {
     base: String,
@@ -409,12 +410,7 @@ fn admin_target(args: &AdminArgs) -> Result<AdminTarget, ExitCode> {
         if listen.ip().is_unspecified() {
             listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        let scheme = if config.admin.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        format!("{scheme}://{listen}")
+        format!("{}://{listen}", scheme(config.admin.tls.is_some()))
     });
     let Some(token) = args.token.clone().or(config.admin.token) else {
         return Err(refuse(
