@@ -90,15 +90,19 @@ macro_rules! forward_to_node {
 }
 
 /// Generates a guest's bindings for `world` of `wit/adapter.wit` (two directories up,
-/// as every guest crate sits), with the interfaces every guest shares mapped onto
+/// as every guest crate sits, or the path given second), with the interfaces every guest shares mapped onto
 /// [`crate::bindings`] (wit-bindgen's `with`): one set of types and host imports. What
 /// the world adds (its datasource capability, the `guest` export and `export!`) is
 /// generated in the guest. Write it inside a module: `mod bindings { wasio_cluster_node::generate!("pubsub-adapter"); }`.
 #[macro_export]
 macro_rules! generate {
     ($world:tt) => {
+        $crate::generate!($world, "../../wit");
+    };
+    // A guest elsewhere in the tree names its path to `wit/`.
+    ($world:tt, $wit:literal) => {
         wit_bindgen::generate!({
-            path: "../../wit",
+            path: $wit,
             world: $world,
             with: {
                 "wasio:adapter/types@0.1.0": wasio_cluster_node::bindings::wasio::adapter::types,

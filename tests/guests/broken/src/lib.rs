@@ -11,18 +11,8 @@
 
 #[allow(clippy::all)]
 mod bindings {
-    // wasio-cluster-node's `generate!` assumes a guest two directories below the root.
-    wit_bindgen::generate!({
-        path: "../../../wit",
-        world: "pubsub-adapter",
-        with: {
-            "wasio:adapter/types@0.1.0": wasio_cluster_node::bindings::wasio::adapter::types,
-            "wasio:adapter/log@0.1.0": wasio_cluster_node::bindings::wasio::adapter::log,
-            "wasio:adapter/timers@0.1.0": wasio_cluster_node::bindings::wasio::adapter::timers,
-            "wasio:adapter/sockets@0.1.0": wasio_cluster_node::bindings::wasio::adapter::sockets,
-            "wasio:adapter/requests@0.1.0": wasio_cluster_node::bindings::wasio::adapter::requests,
-        },
-    });
+    // Three directories below the root, where `generate!` assumes two.
+    wasio_cluster_node::generate!("pubsub-adapter", "../../../wit");
 }
 
 use bindings::exports::wasio::adapter::guest::{AdapterInfo, Guest, InitArgs};
