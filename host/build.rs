@@ -21,6 +21,11 @@ const GUESTS: &[(&str, &str, Option<&str>)] = &[
         "wasio_guest_mongodb.wasm",
         Some("mongodb.wasm"),
     ),
+    (
+        "wasio-guest-postgres",
+        "wasio_guest_postgres.wasm",
+        Some("postgres.wasm"),
+    ),
     // The Rust starting project of `wasio adapter new --lang rust`, built so tests find it.
     ("wasio-guest-json-rust", "json_rust.wasm", None),
     // The Rust starting project of `wasio policy new --lang rust`, likewise.

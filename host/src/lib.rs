@@ -63,6 +63,7 @@ pub mod testing {
     pub use crate::cluster::codec::encode_packet;
     pub use crate::datasource::mongo::{Feed, MongoDocStore, Setup};
     pub use crate::datasource::nats::NatsPubSub;
+    pub use crate::datasource::postgres::{MAX_PAYLOAD, PostgresLink};
     pub use crate::datasource::redis::RedisPubSub;
     pub use crate::datasource::{LinkError, LinkEvent, Sink, Topic};
     pub use crate::serve::admin::call as http_call;

@@ -8,6 +8,7 @@ mod errors;
 mod log;
 mod metrics;
 mod node;
+mod notify;
 mod pubsub;
 mod requests;
 mod sockets;

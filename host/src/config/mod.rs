@@ -132,8 +132,21 @@ pub enum Connector {
     Mongodb,
     /// NATS core pub/sub (`nats://`, `tls://`).
     Nats,
+    /// PostgreSQL LISTEN/NOTIFY (`postgres://`, `postgresql://`).
+    Postgres,
     /// The in-process bus (`memory://NAME`): nodes of one process only.
     Memory,
+}
+
+impl Connector {
+    /// The capability a guest on this kind of backend is granted.
+    pub fn capability(self) -> Capability {
+        match self {
+            Connector::Redis | Connector::Nats | Connector::Memory => Capability::PubSub,
+            Connector::Mongodb => Capability::DocStore,
+            Connector::Postgres => Capability::Notify,
+        }
+    }
 }
 
 /// `[limits]`: what one guest instance may use.
@@ -287,6 +300,7 @@ impl Config {
                 ],
                 Connector::Mongodb => &["mongodb://", "mongodb+srv://"],
                 Connector::Nats => &["nats://", "tls://"],
+                Connector::Postgres => &["postgres://", "postgresql://"],
                 Connector::Memory => &["memory://"],
             };
             if !schemes.iter().any(|s| ds.url.starts_with(s)) {
@@ -414,16 +428,8 @@ impl Config {
             })?),
         };
         let granted = match datasource {
-            Some((_, ds))
-                if matches!(
-                    ds.connector,
-                    Connector::Redis | Connector::Nats | Connector::Memory
-                ) =>
-            {
-                vec![Capability::PubSub]
-            }
-            Some((_, ds)) if ds.connector == Connector::Mongodb => vec![Capability::DocStore],
-            _ => vec![],
+            Some((_, ds)) => vec![ds.connector.capability()],
+            None => vec![],
         };
         let datasource = datasource.map(|(name, ds)| DatasourceSpec {
             name: name.to_string(),

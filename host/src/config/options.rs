@@ -99,6 +99,8 @@ pub enum Capability {
     PubSub,
     /// `wasio:adapter/docstore`: a MongoDB datasource.
     DocStore,
+    /// `wasio:adapter/notify`: a PostgreSQL datasource.
+    Notify,
 }
 
 /// A configured backend, as the adapter is given it.

@@ -7,15 +7,17 @@ use std::time::Duration;
 use super::memory::MemoryPubSub;
 use super::mongo::MongoDocStore;
 use super::nats::NatsPubSub;
+use super::postgres::PostgresLink;
 use super::redis::RedisPubSub;
 use super::{CountsReply, LinkError, Sink, Topic};
 use crate::config::{Connector, DatasourceSpec};
 
-/// The datasource links one adapter uses (what its `pubsub` / `docstore` act on).
+/// The datasource links one adapter uses (what its `pubsub` / `docstore` / `notify` act on).
 #[derive(Clone, Default)]
 pub(crate) struct Links {
     pub pubsub: Option<Arc<PubSubLink>>,
     pub docstore: Option<Arc<MongoDocStore>>,
+    pub notify: Option<Arc<PostgresLink>>,
 }
 
 impl Links {
@@ -33,13 +35,13 @@ impl Links {
         let same = |s: &DatasourceSpec| s.name == spec.name && s.url == spec.url;
         let pubsub = |link: PubSubLink| Links {
             pubsub: Some(Arc::new(link)),
-            docstore: None,
+            ..Links::default()
         };
         Ok(match spec.connector {
             Connector::Redis | Connector::Nats | Connector::Memory => match &current.pubsub {
                 Some(l) if same(l.spec()) => Links {
                     pubsub: Some(l.clone()),
-                    docstore: None,
+                    ..Links::default()
                 },
                 _ if spec.connector == Connector::Redis => {
                     pubsub(PubSubLink::Redis(RedisPubSub::connect(spec, sink).await?))
@@ -50,19 +52,25 @@ impl Links {
                 _ => pubsub(PubSubLink::Memory(MemoryPubSub::connect(spec, sink))),
             },
             Connector::Mongodb => Links {
-                pubsub: None,
                 docstore: Some(match &current.docstore {
                     Some(l) if same(l.spec()) => l.clone(),
                     _ => Arc::new(MongoDocStore::connect(spec, sink).await?),
                 }),
+                ..Links::default()
+            },
+            Connector::Postgres => Links {
+                notify: Some(match &current.notify {
+                    Some(l) if same(l.spec()) => l.clone(),
+                    _ => Arc::new(PostgresLink::connect(spec, sink).await?),
+                }),
+                ..Links::default()
             },
         })
     }
 
     /// Whether an event of link `id` is for this adapter.
     pub(crate) fn has(&self, id: u64) -> bool {
-        self.pubsub.as_ref().is_some_and(|l| l.id() == id)
-            || self.docstore.as_ref().is_some_and(|l| l.id() == id)
+        self.ids().contains(&id)
     }
 
     /// These links, less those `other` also uses (what closing would not disturb).
@@ -70,6 +78,7 @@ impl Links {
         Links {
             pubsub: self.pubsub.clone().filter(|l| !other.has(l.id())),
             docstore: self.docstore.clone().filter(|l| !other.has(l.id())),
+            notify: self.notify.clone().filter(|l| !other.has(l.id())),
         }
     }
 
@@ -77,19 +86,22 @@ impl Links {
     pub(crate) fn ids(&self) -> Vec<u64> {
         let p = self.pubsub.as_ref().map(|l| l.id());
         let d = self.docstore.as_ref().map(|l| l.id());
-        p.into_iter().chain(d).collect()
+        let n = self.notify.as_ref().map(|l| l.id());
+        p.into_iter().chain(d).chain(n).collect()
     }
 
     /// The datasource's name, if there is one.
     pub(crate) fn name(&self) -> Option<String> {
         let p = self.pubsub.as_ref().map(|l| l.spec().name.clone());
         p.or_else(|| self.docstore.as_ref().map(|l| l.spec().name.clone()))
+            .or_else(|| self.notify.as_ref().map(|l| l.spec().name.clone()))
     }
 
     /// The link's state and counters, for `/healthz`.
     pub(crate) fn status(&self) -> Option<serde_json::Value> {
         let p = self.pubsub.as_ref().map(|l| l.to_json());
         p.or_else(|| self.docstore.as_ref().map(|l| l.to_json()))
+            .or_else(|| self.notify.as_ref().map(|l| l.to_json()))
     }
 
     /// At the node's end: sends what is queued (waiting `wait` at most per link), then
@@ -108,6 +120,12 @@ impl Links {
             }
             link.sever();
         }
+        if let Some(link) = &self.notify {
+            if !link.settled(wait).await {
+                tracing::warn!("datasource: queued notifications not all sent before closing");
+            }
+            link.sever();
+        }
     }
 
     /// Closes each link nobody else holds (what is queued is sent first).
@@ -119,6 +137,12 @@ impl Links {
             }
         }
         if let Some(link) = self.docstore {
+            match Arc::try_unwrap(link) {
+                Ok(link) => link.close().await,
+                Err(_) => tracing::debug!("datasource still in use; closed when dropped"),
+            }
+        }
+        if let Some(link) = self.notify {
             match Arc::try_unwrap(link) {
                 Ok(link) => link.close().await,
                 Err(_) => tracing::debug!("datasource still in use; closed when dropped"),

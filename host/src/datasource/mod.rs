@@ -1,13 +1,14 @@
 //! Connections the host keeps on the guest's behalf: one per configured datasource,
 //! shared by every namespace. Each link pushes what arrives into the [`Sink`] it is
 //! given; it knows nothing of guests. A guest reaches links only through its
-//! capabilities (`pubsub`, `docstore`).
+//! capabilities (`pubsub`, `docstore`, `notify`).
 
 pub(crate) mod glob;
 mod links;
 pub(crate) mod memory;
 pub(crate) mod mongo;
 pub(crate) mod nats;
+pub(crate) mod postgres;
 pub(crate) mod redis;
 mod topic;
 

@@ -8,7 +8,7 @@ use anyhow::Context;
 use crate::config::WasmSource;
 
 /// Names of the built-in adapters.
-pub(crate) const BUILTINS: &[&str] = &["local", "redis", "mongodb"];
+pub(crate) const BUILTINS: &[&str] = &["local", "redis", "mongodb", "postgres"];
 
 /// The built-in component `name`, if there is one.
 pub(crate) fn builtin(name: &str) -> Option<&'static [u8]> {
@@ -16,6 +16,7 @@ pub(crate) fn builtin(name: &str) -> Option<&'static [u8]> {
         "local" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/local.wasm"))),
         "redis" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/redis.wasm"))),
         "mongodb" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/mongodb.wasm"))),
+        "postgres" => Some(include_bytes!(concat!(env!("OUT_DIR"), "/postgres.wasm"))),
         _ => None,
     }
 }

@@ -140,6 +140,7 @@ pub(crate) fn check(
             let needs = match interface.as_str() {
                 "pubsub" => Some(Capability::PubSub),
                 "docstore" => Some(Capability::DocStore),
+                "notify" => Some(Capability::Notify),
                 _ => None,
             };
             if let (Some(cap), Some(granted)) = (needs, granted)
@@ -188,8 +189,9 @@ pub(crate) fn check(
                     format!(
                         "{source}: imports `{name}`, a capability the config does not grant (set [adapter] datasource to a {} datasource)",
                         match cap {
-                            Capability::PubSub => "`redis` or `memory`",
+                            Capability::PubSub => "`redis`, `nats` or `memory`",
                             Capability::DocStore => "`mongodb`",
+                            Capability::Notify => "`postgres`",
                         }
                     ),
                 );
@@ -200,6 +202,8 @@ pub(crate) fn check(
                 "pub/sub (Redis, or the in-memory bus)"
             } else if ours.iter().any(|i| i == "docstore") {
                 "MongoDB"
+            } else if ours.iter().any(|i| i == "notify") {
+                "PostgreSQL"
             } else {
                 "none: a single-node adapter"
             };

@@ -17,7 +17,6 @@ use super::client::{Client, Incoming};
 use crate::capabilities::ServerSideEvent;
 use crate::cluster::Adapter;
 use crate::config::AdapterOptions;
-use crate::config::Capability;
 use crate::config::DatasourceSpec;
 use crate::config::{Connector, ServerConfig};
 use crate::datasource::PubSubLink;
@@ -57,10 +56,7 @@ impl Cluster {
         } else {
             opts.datasource.clone()
         };
-        let granted = match connector {
-            Connector::Mongodb => vec![Capability::DocStore],
-            _ => vec![Capability::PubSub],
-        };
+        let granted = vec![connector.capability()];
         let mut nodes = Vec::new();
         for _ in 0..NODES {
             let adapter = Adapter::load(AdapterOptions {
@@ -193,6 +189,11 @@ impl Cluster {
     /// The link of node `n` to the MongoDB datasource, if it has one.
     pub fn docstore(&self, n: usize) -> Option<Arc<crate::datasource::mongo::MongoDocStore>> {
         self.nodes[n].adapter.0.slot.load().links().docstore.clone()
+    }
+
+    /// The link of node `n` to the PostgreSQL datasource, if it has one.
+    pub fn notify(&self, n: usize) -> Option<Arc<crate::datasource::postgres::PostgresLink>> {
+        self.nodes[n].adapter.0.slot.load().links().notify.clone()
     }
 
     pub async fn stop(self) {

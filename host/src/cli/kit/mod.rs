@@ -20,7 +20,7 @@ pub use crate::runtime::Finding;
 pub struct CheckOptions {
     /// The component under check.
     pub wasm: WasmSource,
-    /// `memory://` (default), `redis://…`, `nats://…` or `mongodb://…`.
+    /// `memory://` (default), `redis://…`, `nats://…`, `mongodb://…` or `postgres://…`.
     pub datasource: String,
     /// The adapter's `[adapter.options]`.
     pub options: serde_json::Value,
@@ -161,8 +161,9 @@ pub async fn run(opts: CheckOptions) -> anyhow::Result<Report> {
         Some("redis" | "rediss" | "redis-cluster") => Connector::Redis,
         Some("mongodb" | "mongodb+srv") => Connector::Mongodb,
         Some("nats" | "tls") => Connector::Nats,
+        Some("postgres" | "postgresql") => Connector::Postgres,
         _ => anyhow::bail!(
-            "--datasource {}: expected memory://, redis://…, redis-cluster://…, nats://… or mongodb://…",
+            "--datasource {}: expected memory://, redis://…, redis-cluster://…, nats://…, mongodb://… or postgres://…",
             opts.datasource
         ),
     };

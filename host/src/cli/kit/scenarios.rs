@@ -744,6 +744,27 @@ async fn malformed(c: &Cluster) -> anyhow::Result<Outcome> {
                 }
             }
         }
+    } else if let Some(link) = c.notify(A) {
+        let channels = link.channels();
+        ensure!(!channels.is_empty(), "node A listens to no channel");
+        let text: [&str; 4] = [
+            "",
+            "{not json",
+            "{\"type\": 99}",
+            "{\"uid\":\"intruder\",\"type\":3,\"attachmentId\":\"999999999\"}",
+        ];
+        let hostile = hostile_json();
+        for channel in channels {
+            for p in text.iter().map(|t| t.to_string()).chain(
+                hostile
+                    .iter()
+                    .filter_map(|h| String::from_utf8(h.clone()).ok())
+                    .filter(|h| h.len() < crate::datasource::postgres::MAX_PAYLOAD),
+            ) {
+                link.notify(channel.clone(), p)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+        }
     } else {
         return Ok(Outcome::Skip(
             "the adapter has no datasource to inject into".into(),
@@ -851,9 +872,10 @@ fn hostile_json() -> Vec<Vec<u8>> {
 }
 
 async fn node_dies(c: &Cluster) -> anyhow::Result<Outcome> {
-    match (c.pubsub(C), c.docstore(C)) {
-        (Some(link), _) => link.sever().await,
-        (_, Some(store)) => store.sever(),
+    match (c.pubsub(C), c.docstore(C), c.notify(C)) {
+        (Some(link), _, _) => link.sever().await,
+        (_, Some(store), _) => store.sever(),
+        (_, _, Some(link)) => link.sever(),
         _ => return Ok(Outcome::Skip("the adapter has no datasource".into())),
     }
     let started = Instant::now();
