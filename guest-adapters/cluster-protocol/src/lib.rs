@@ -10,7 +10,7 @@
 #[cfg(feature = "bson")]
 pub mod bson;
 mod codec;
-mod json;
+pub mod json;
 
 pub use codec::{DecodeError, read_any};
 
