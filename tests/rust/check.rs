@@ -1,5 +1,5 @@
 //! The conformance kit (`wasio adapter check`) on real compiled guests: every adapter we
-//! ship passes it, on the in-memory bus and on the Redis at 127.0.0.1:6379; adapters
+//! ship passes it, on the in-memory bus, the Redis at 127.0.0.1:6379, NATS and PostgreSQL; adapters
 //! that break the contract or the cluster semantics fail it, on the right row; the CLI
 //! prints the table and exits non-zero; `wasio adapter new` writes a project.
 
@@ -121,6 +121,27 @@ async fn pubsub_adapters_pass_on_nats() {
         WasmSource::Builtin("redis".into()),
         "nats://127.0.0.1:4222",
         serde_json::json!({ "key": prefix }),
+    )
+    .await;
+    assert_passed(&report);
+}
+
+/// The machine's PostgreSQL (`connector = "postgres"`): the PostgreSQL guest, on a
+/// channel prefix and attachments table of its own; nodes are counted by heartbeat, so
+/// a short `heartbeatTimeout` lets the crash row see the count drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_guest_passes_on_postgresql() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let run = format!("kit_{}", std::process::id());
+    let report = check(
+        WasmSource::Builtin("postgres".into()),
+        "postgres://postgres@127.0.0.1:5432/test",
+        serde_json::json!({
+            "channelPrefix": run,
+            "tableName": format!("{run}_attachments"),
+            "heartbeatInterval": 500,
+            "heartbeatTimeout": 2000,
+        }),
     )
     .await;
     assert_passed(&report);

@@ -2,6 +2,7 @@
 //! instance on a loaded adapter.
 
 pub mod links;
+pub mod postgres;
 pub mod redis_cluster;
 
 use std::path::PathBuf;
