@@ -10,6 +10,7 @@
 //
 // Usage: node tests/bench/node/server.js --port P --redis URL --key K
 //        node tests/bench/node/server.js --port P --mongodb URL --key COLLECTION
+//        node tests/bench/node/server.js --port P --postgres URL --key CHANNEL_PREFIX
 // On MongoDB (the database is the URL's path), as the adapter's README says: the collection
 // is created capped (1e6 bytes; "already exists" ignored) and read through a change stream.
 //
@@ -30,12 +31,13 @@ const { Server } = pkgRequire("socket.io");
 const RESERVED = new Set(["connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"]);
 
 function parseArgs(argv) {
-  const args = { port: 3000, redis: "redis://127.0.0.1:6379", mongodb: null, key: null };
+  const args = { port: 3000, redis: "redis://127.0.0.1:6379", mongodb: null, postgres: null, key: null };
   for (let i = 0; i < argv.length; i += 2) {
     const [k, v] = [argv[i], argv[i + 1]];
     if (k === "--port") args.port = Number(v);
     else if (k === "--redis") args.redis = v;
     else if (k === "--mongodb") args.mongodb = v;
+    else if (k === "--postgres") args.postgres = v;
     else if (k === "--key") args.key = v;
     else {
       process.stderr.write(`unknown argument ${k}\n`);
@@ -76,9 +78,25 @@ async function mongoAdapter(args) {
   return createAdapter(db.collection(name));
 }
 
+async function postgresAdapter(args) {
+  const { Pool } = pkgRequire("pg");
+  const { createAdapter } = pkgRequire("@socket.io/postgres-adapter");
+  const pool = new Pool({ connectionString: args.postgres });
+  pool.on("error", (err) => process.stderr.write(`postgres: ${err.message}\n`));
+  // As the adapter's README says; wasio nodes make the same table when missing.
+  await pool.query(
+    "CREATE TABLE IF NOT EXISTS socket_io_attachments (id bigserial UNIQUE, created_at timestamptz DEFAULT NOW(), payload bytea)",
+  ).catch(() => {});
+  return createAdapter(pool, { channelPrefix: args.key || "socket.io" });
+}
+
 async function main() {
   const args = parseArgs(process.argv.slice(2));
-  const adapter = args.mongodb ? await mongoAdapter(args) : await redisAdapter(args);
+  const adapter = args.mongodb
+    ? await mongoAdapter(args)
+    : args.postgres
+      ? await postgresAdapter(args)
+      : await redisAdapter(args);
 
   const httpServer = http.createServer();
   const io = new Server(httpServer, { adapter });

@@ -148,6 +148,11 @@ pub enum System {
     /// Node.js socket.io 4.8 + @socket.io/mongo-adapter 0.4 on a capped collection
     /// (`tests/bench/node/server.js --mongodb`).
     NodeMongo,
+    /// `wasio serve` with the builtin PostgreSQL guest (LISTEN/NOTIFY).
+    WasioPostgres,
+    /// Node.js socket.io 4.8 + @socket.io/postgres-adapter 0.5
+    /// (`tests/bench/node/server.js --postgres`).
+    NodePostgres,
 }
 
 impl System {
@@ -161,6 +166,8 @@ impl System {
             System::WasioMongo => "wasio + MongoDB guest",
             System::WasioNats => "wasio + Redis guest on NATS",
             System::NodeMongo => "Node.js mongo-adapter",
+            System::WasioPostgres => "wasio + PostgreSQL guest",
+            System::NodePostgres => "Node.js postgres-adapter",
         }
     }
 
@@ -169,16 +176,25 @@ impl System {
         matches!(self, System::WasioMongo | System::NodeMongo)
     }
 
-    /// Whether it runs on Redis (else on MongoDB or NATS).
+    /// Whether it runs on PostgreSQL.
+    pub fn on_postgres(self) -> bool {
+        matches!(self, System::WasioPostgres | System::NodePostgres)
+    }
+
+    /// Whether it runs on Redis (else on MongoDB, PostgreSQL or NATS).
     pub fn on_redis(self) -> bool {
-        !self.on_mongodb() && self != System::WasioNats
+        !self.on_mongodb() && !self.on_postgres() && self != System::WasioNats
     }
 
     /// Whether it is a `wasio serve` (so has a guest, and `/metrics`).
     pub fn is_wasio(self) -> bool {
         matches!(
             self,
-            System::WasioLocal | System::Wasio | System::WasioMongo | System::WasioNats
+            System::WasioLocal
+                | System::Wasio
+                | System::WasioMongo
+                | System::WasioNats
+                | System::WasioPostgres
         )
     }
 
@@ -255,6 +271,9 @@ pub struct RunArgs {
     /// The NATS the NATS system uses.
     #[arg(long, default_value = "nats://127.0.0.1:4222")]
     pub nats: String,
+    /// The PostgreSQL the PostgreSQL systems use (each run on a channel prefix of its own).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    pub postgres: String,
     /// The MongoDB the MongoDB systems use (the database is the URL's path, e.g.
     /// `mongodb://127.0.0.1:27017/wasio_bench?replicaSet=rs0`: change streams need a
     /// replica set). Without it, the bench starts a SecantusDB of its own for the run:

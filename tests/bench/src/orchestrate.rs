@@ -106,6 +106,11 @@ pub fn run(workloads: &[Workload], args: RunArgs) -> Result<()> {
             .systems
             .contains(&System::WasioNats)
             .then(|| format!("NATS at {}", args.nats)),
+        postgres: args
+            .systems
+            .iter()
+            .any(|s| s.on_postgres())
+            .then(|| format!("PostgreSQL at {} (its CPU not counted: one process per session)", args.postgres)),
         mongodb: mongo.as_ref().map(|m| m.label.clone()),
     };
     if let Some(m) = mongo {
@@ -159,6 +164,7 @@ impl Row {
 pub(crate) struct Backends {
     pub(crate) redis: Option<String>,
     pub(crate) nats: Option<String>,
+    pub(crate) postgres: Option<String>,
     pub(crate) mongodb: Option<String>,
 }
 
@@ -185,6 +191,8 @@ async fn run_system(
         (m.url.as_str(), m.pid())
     } else if system == System::WasioNats {
         (args.nats.as_str(), pid_named("nats-server"))
+    } else if system.on_postgres() {
+        (args.postgres.as_str(), None)
     } else {
         (args.redis.as_str(), pid_named("redis-server"))
     };
@@ -300,7 +308,11 @@ fn spawn(
     log: &Path,
 ) -> Result<Child> {
     let mut cmd = match system {
-        System::Wasio | System::WasioMongo | System::WasioLocal | System::WasioNats => {
+        System::Wasio
+        | System::WasioMongo
+        | System::WasioLocal
+        | System::WasioNats
+        | System::WasioPostgres => {
             if !args.wasio_bin.exists() {
                 bail!(
                     "{} not found: `cargo build --release -p wasio` first, or --wasio-bin",
@@ -314,6 +326,7 @@ fn spawn(
                 System::WasioNats => {
                     wasio_config(port, "builtin:redis", ("nats", backend_url), key)
                 }
+                System::WasioPostgres => wasio_postgres_config(port, backend_url, key),
                 _ => wasio_config(port, "builtin:redis", ("redis", backend_url), key),
             };
             if let Some(admin) = admin {
@@ -340,12 +353,14 @@ fn spawn(
             }
             c
         }
-        System::Node | System::NodeMongo => {
+        System::Node | System::NodeMongo | System::NodePostgres => {
             let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("node/server.js");
             let mut c = Command::new(&args.node_bin);
             c.arg(script).args(["--port", &port.to_string()]);
             if system == System::NodeMongo {
                 c.args(["--mongodb", backend_url]);
+            } else if system == System::NodePostgres {
+                c.args(["--postgres", backend_url]);
             } else {
                 c.args(["--redis", backend_url]);
             }
@@ -426,6 +441,29 @@ collection = "{key}"
 [datasources.db]
 connector = "mongodb"
 url = "{mongodb}"
+{UNLIMITED}"#
+    )
+}
+
+/// The config of a wasio node on PostgreSQL: `key` is the channel prefix (the attachments
+/// table is the Node.js adapter's default, made when missing).
+fn wasio_postgres_config(port: u16, postgres: &str, key: &str) -> String {
+    format!(
+        r#"[server]
+host = "127.0.0.1"
+port = {port}
+namespaces = ["/"]
+
+[adapter]
+wasm = "builtin:postgres"
+datasource = "pg"
+
+[adapter.options]
+channelPrefix = "{key}"
+
+[datasources.pg]
+connector = "postgres"
+url = "{postgres}"
 {UNLIMITED}"#
     )
 }

@@ -61,6 +61,9 @@ const PAIRS: &[(System, System)] = &[
     (System::WasioMongo, System::NodeMongo),
     (System::WasioMongo, System::Wasio),
     (System::NodeMongo, System::Node),
+    (System::WasioPostgres, System::NodePostgres),
+    (System::WasioPostgres, System::Wasio),
+    (System::NodePostgres, System::Node),
 ];
 
 pub(crate) fn report(
@@ -109,6 +112,9 @@ pub(crate) fn report(
     }
     if let Some(nats) = &backends.nats {
         let _ = writeln!(out, "nats: {nats}");
+    }
+    if let Some(postgres) = &backends.postgres {
+        let _ = writeln!(out, "postgres: {postgres}");
     }
     if let Some(mongodb) = &backends.mongodb {
         let _ = writeln!(out, "mongodb: {mongodb}");
