@@ -5,6 +5,9 @@
 // `wasio-test-node` (tests/node/main.rs), each op done with socket.io's own API.
 //
 // Usage: node lib/node-node.js --port N --name NAME --redis URL --options JSON
+//   URL: redis://... (node-redis 4), or redis-cluster:// / redis-sentinel:// as wasio takes
+//   them (ioredis 5 Cluster or Sentinel client, node-redis 4 cluster for sharded: see
+//   lib/redis-clients.js)
 //   options: {mode: "classic"|"sharded", key, requestsTimeout, publishOnSpecificResponseChannel,
 //             subscriptionMode, namespaces}
 //    or:   node lib/node-node.js --port N --name NAME --mongo URL --options JSON
@@ -84,14 +87,21 @@ function ok(fields = {}) {
 async function redisAdapter(args, opts, name) {
   const { createClient } = require("redis");
   const { createAdapter, createShardedAdapter } = require("@socket.io/redis-adapter");
-  const pub = createClient({ url: args.redis });
-  const sub = pub.duplicate();
-  let reconnects = 0;
-  for (const c of [pub, sub]) {
-    c.on("error", (err) => process.stderr.write(`node-node ${name}: redis: ${err.message}\n`));
-    c.on("reconnecting", () => reconnects++);
+  const clusterClients = require("./redis-clients");
+  let links = null; // redis-cluster:// and redis-sentinel:// URLs (lib/redis-clients.js)
+  if (clusterClients.isClusterUrl(args.redis)) {
+    links = await clusterClients.connect(args.redis, opts.mode, (msg) => process.stderr.write(`node-node ${name}: ${msg}\n`));
   }
-  await Promise.all([pub.connect(), sub.connect()]);
+  const pub = links ? links.pub : createClient({ url: args.redis });
+  const sub = links ? links.sub : pub.duplicate();
+  let reconnects = 0;
+  if (!links) {
+    for (const c of [pub, sub]) {
+      c.on("error", (err) => process.stderr.write(`node-node ${name}: redis: ${err.message}\n`));
+      c.on("reconnecting", () => reconnects++);
+    }
+    await Promise.all([pub.connect(), sub.connect()]);
+  }
 
   const adapter =
     opts.mode === "sharded"
@@ -104,6 +114,7 @@ async function redisAdapter(args, opts, name) {
           requestsTimeout: opts.requestsTimeout,
           publishOnSpecificResponseChannel: !!opts.publishOnSpecificResponseChannel,
         });
+  if (links) return { adapter, datasource: links.datasource, close: links.close };
   return {
     adapter,
     datasource: () => ({ connector: "redis", connected: pub.isReady && sub.isReady, reconnects }),
