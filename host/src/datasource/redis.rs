@@ -431,15 +431,44 @@ async fn count(
     let Some(cluster) = publisher.cached_cluster_state() else {
         return numsub(publisher, channels, false).await;
     };
-    let mut sums = vec![0; channels.len()];
-    for server in cluster.unique_primary_nodes() {
+    // Every master at once, each bounded: a master that died (its replica not yet
+    // promoted) holds no live subscriber, and must not fail every request meanwhile.
+    let asks = cluster.unique_primary_nodes().into_iter().map(|server| {
         let node = publisher.with_cluster_node(server);
-        for (sum, n) in sums.iter_mut().zip(numsub(&node, channels, false).await?) {
-            *sum += n;
+        async move {
+            tokio::time::timeout(MASTER_COUNT_TIMEOUT, numsub(&node, channels, false))
+                .await
+                .unwrap_or_else(|_| Err(LinkError::Backend("PUBSUB NUMSUB: no answer".into())))
+        }
+    });
+    let mut sums = vec![0; channels.len()];
+    let mut last_error = None;
+    let mut answered = 0;
+    for answer in futures_util::future::join_all(asks).await {
+        match answer {
+            Ok(counts) => {
+                answered += 1;
+                for (sum, n) in sums.iter_mut().zip(counts) {
+                    *sum += n;
+                }
+            }
+            Err(e) => last_error = Some(e),
         }
     }
-    Ok(sums)
+    match last_error {
+        Some(e) if answered == 0 => Err(e),
+        Some(e) => {
+            tracing::debug!(
+                "counting subscribers: a master did not answer ({e}); counted without it"
+            );
+            Ok(sums)
+        }
+        None => Ok(sums),
+    }
 }
+
+/// How long a count waits for one master of a Redis Cluster.
+const MASTER_COUNT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// One PUBSUB NUMSUB / SHARDNUMSUB, on the node `client` sends it to.
 async fn numsub(
