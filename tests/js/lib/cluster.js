@@ -1,6 +1,6 @@
-// Mixed clusters on one Redis or one MongoDB: N wasio test nodes (`wasio-test-node`,
-// tests/node/main.rs) and M Node.js socket.io nodes (lib/node-node.js), all with the same
-// channel prefix (Redis) or collection (MongoDB), each with the client relay protocol and an
+// Mixed clusters on one Redis, one MongoDB or one PostgreSQL: N wasio test nodes
+// (`wasio-test-node`, tests/node/main.rs) and M Node.js socket.io nodes (lib/node-node.js), all
+// with the same channel prefix (Redis, PostgreSQL) or collection (MongoDB), each with the client relay protocol and an
 // `/ops` namespace to drive cluster operations.
 //
 // WASIO_TEST_NODE_BIN    the wasio test node (default: wasio-test-node beside WASIO_BIN)
@@ -9,6 +9,7 @@
 //                        to check the tests themselves against Node's adapter
 //                        (npm run test:redis-reference)
 // WASIO_MONGO_REFERENCE=1  the same for MongoDB clusters (npm run test:mongo-reference)
+// WASIO_POSTGRES_REFERENCE=1  the same for PostgreSQL clusters
 "use strict";
 
 const { spawn } = require("node:child_process");
@@ -20,6 +21,7 @@ const { freePort, tempDir, writeFile, httpGet } = require("./server");
 const REDIS_URL = process.env.WASIO_TEST_REDIS_URL || "redis://127.0.0.1:6379";
 const REFERENCE = process.env.WASIO_REDIS_REFERENCE === "1";
 const MONGO_REFERENCE = process.env.WASIO_MONGO_REFERENCE === "1";
+const POSTGRES_REFERENCE = process.env.WASIO_POSTGRES_REFERENCE === "1";
 const START_TIMEOUT_MS = Number(process.env.WASIO_TEST_START_TIMEOUT_MS || 20000);
 const STOP_TIMEOUT_MS = 5000;
 const OP_TIMEOUT_MS = 8000;
@@ -86,6 +88,38 @@ function wasioMongoConfig({ namespaces, mongoUrl, requestTimeoutMs, adapterOptio
   return lines.join("\n");
 }
 
+/**
+ * The config of a wasio node on PostgreSQL (`builtin:postgres`, datasource `pg`), as TOML.
+ * `adapterOptions` go to `[adapter.options]` as they are (undefined ones left out).
+ */
+function wasioPostgresConfig({ namespaces, postgresUrl, requestTimeoutMs, adapterOptions }) {
+  const lines = [
+    "[server]",
+    "port = 0",
+    `namespaces = ${JSON.stringify(namespaces)}`,
+    "",
+    "[adapter]",
+    'wasm = "builtin:postgres"',
+    'datasource = "pg"',
+    `request_timeout_ms = ${requestTimeoutMs}`,
+    "",
+    "[adapter.options]",
+  ];
+  for (const [k, v] of Object.entries(adapterOptions)) {
+    if (v !== undefined) lines.push(`${k} = ${JSON.stringify(v)}`);
+  }
+  lines.push("", "[datasources.pg]", 'connector = "postgres"', `url = ${JSON.stringify(postgresUrl)}`, "");
+  return lines.join("\n");
+}
+
+/**
+ * The adapter options of a PostgreSQL node (wasio's `[adapter.options]`, Node's createAdapter:
+ * the same names; Node's adapter has no `requestsTimeout`, its requests wait 5 s).
+ */
+function postgresOptions({ channelPrefix, tableName, payloadThreshold, cleanupInterval, heartbeatInterval, heartbeatTimeout, requestsTimeout }) {
+  return { channelPrefix, tableName, payloadThreshold, cleanupInterval, heartbeatInterval, heartbeatTimeout, requestsTimeout };
+}
+
 /** The adapter options of a MongoDB node (wasio's `[adapter.options]`, Node's createAdapter). */
 function mongoOptions({ collection, mongoMode, requestsTimeout, heartbeatInterval, heartbeatTimeout, addCreatedAtField, ttlSeconds, cappedSize }) {
   return { collection, mode: mongoMode, requestsTimeout, heartbeatInterval, heartbeatTimeout, addCreatedAtField, ttlSeconds, cappedSize };
@@ -106,14 +140,27 @@ function mongoOptions({ collection, mongoMode, requestsTimeout, heartbeatInterva
  * big component takes long to compile).
  */
 async function startNode(spec) {
-  const { role, name, backend = "redis", mode, key, requestsTimeout, specific, subscriptionMode, redisUrl, mongoUrl, namespaces, publishBuffer, wasm, startTimeoutMs = START_TIMEOUT_MS } = spec;
-  const reference = backend === "mongodb" ? MONGO_REFERENCE : REFERENCE;
+  const { role, name, backend = "redis", mode, key, requestsTimeout, specific, subscriptionMode, redisUrl, mongoUrl, postgresUrl, namespaces, publishBuffer, wasm, startTimeoutMs = START_TIMEOUT_MS } = spec;
+  const reference = backend === "mongodb" ? MONGO_REFERENCE : backend === "postgres" ? POSTGRES_REFERENCE : REFERENCE;
   const kind = role === "wasio" && !reference ? "wasio" : "node";
+  if (kind === "wasio") testNodeBin(); // throws when missing, before anything is made
   const { dir, cleanup } = await tempDir();
   const port = await freePort();
   let cmd;
   let args;
-  if (backend === "mongodb") {
+  if (backend === "postgres") {
+    const adapterOptions = postgresOptions(spec);
+    if (kind === "wasio") {
+      const config = wasioPostgresConfig({ namespaces, postgresUrl, requestTimeoutMs: Math.max(2000, requestsTimeout * 2), adapterOptions });
+      const configPath = await writeFile(dir, "config.toml", config);
+      cmd = testNodeBin();
+      args = ["--config", configPath, "--port", String(port), "--name", name];
+    } else {
+      cmd = process.execPath;
+      const options = { ...adapterOptions, requestsTimeout: undefined, namespaces };
+      args = [NODE_SCRIPT, "--port", String(port), "--name", name, "--postgres", postgresUrl, "--options", JSON.stringify(options)];
+    }
+  } else if (backend === "mongodb") {
     const adapterOptions = mongoOptions(spec);
     if (kind === "wasio") {
       const config = wasioMongoConfig({ namespaces, mongoUrl, requestTimeoutMs: Math.max(2000, requestsTimeout * 2), adapterOptions });
@@ -304,8 +351,17 @@ async function startCluster({
   addCreatedAtField,
   ttlSeconds,
   cappedSize,
+  // PostgreSQL (backend "postgres"; also heartbeatInterval, heartbeatTimeout, requestsTimeout)
+  postgresUrl,
+  channelPrefix,
+  tableName,
+  payloadThreshold,
+  cleanupInterval,
 } = {}) {
   if (backend === "mongodb" && !mongoUrl) throw new Error("startCluster: backend mongodb needs mongoUrl");
+  if (backend === "postgres" && !(postgresUrl && channelPrefix && tableName)) {
+    throw new Error("startCluster: backend postgres needs postgresUrl, channelPrefix and tableName");
+  }
   const common = {
     backend,
     mode,
@@ -324,6 +380,11 @@ async function startCluster({
     addCreatedAtField,
     ttlSeconds,
     cappedSize,
+    postgresUrl,
+    channelPrefix,
+    tableName,
+    payloadThreshold,
+    cleanupInterval,
   };
   const specs = [
     ...Array.from({ length: wasio }, (_, i) => ({ role: "wasio", name: `W${i + 1}` })),
@@ -337,6 +398,9 @@ async function startCluster({
     mongoUrl,
     collection,
     mongoMode,
+    postgresUrl,
+    channelPrefix,
+    tableName,
     namespaces,
     nodes: [],
     byName: {},
@@ -402,4 +466,16 @@ async function startCluster({
   return cluster;
 }
 
-module.exports = { REDIS_URL, REFERENCE, MONGO_REFERENCE, startCluster, startNode, until, waitServerCount, wasioConfig, wasioMongoConfig };
+module.exports = {
+  REDIS_URL,
+  REFERENCE,
+  MONGO_REFERENCE,
+  POSTGRES_REFERENCE,
+  startCluster,
+  startNode,
+  until,
+  waitServerCount,
+  wasioConfig,
+  wasioMongoConfig,
+  wasioPostgresConfig,
+};

@@ -17,17 +17,25 @@
 //   capped (`cappedSize` bytes, default 1e6; "already exists" ignored), or, with
 //   `addCreatedAtField` or `ttlSeconds`, gets a TTL index on `createdAt` (`ttlSeconds`,
 //   default 3600) and the adapter adds `createdAt` to its documents.
+//    or:   node lib/node-node.js --port N --name NAME --postgres URL --options JSON
+//   options: {channelPrefix, tableName, payloadThreshold, cleanupInterval, heartbeatInterval,
+//             heartbeatTimeout, namespaces}
+//   A pg.Pool on URL; the attachments table is created as the adapter's README says
+//   (`CREATE TABLE IF NOT EXISTS`). The adapter's errorHandler (malformed notifications,
+//   failed queries) records into `errors`.
 //
 // WASIO_NODE_BREAK=<feature> removes one feature of this node's /ops, to check that the
-// interop tests notice (run with WASIO_REDIS_REFERENCE=1 / WASIO_MONGO_REFERENCE=1):
+// interop tests notice (run with WASIO_REDIS_REFERENCE=1 / WASIO_MONGO_REFERENCE=1 /
+// WASIO_POSTGRES_REFERENCE=1):
 //   local-broadcast (broadcasts stay on this node) | except (ignored) | fetch-local |
 //   fetch-details (no rooms/data/handshake) | rooms-local | join-local (socketsJoin/Leave
 //   and disconnectSockets stay on this node) | sse-self (serverSideEmit also runs here) |
 //   sse-ack (acks with a wrong name) | ack-local (broadcast with ack on this node only)
 //
 // GET /healthz answers {status, name, kind: "node", uid (mongo: the adapter's), datasource:
-// {connector, connected, reconnects}, errors}; `errors` lists exceptions the process
-// survived (the adapters throw on some malformed messages; this process records them
+// {connector, connected, reconnects}, errors} (postgres: `connected` is a `SELECT 1` on the
+// pool at that moment, `reconnects` counts its false → true turns); `errors` lists exceptions
+// the process survived (the adapters throw on some malformed messages; this process records them
 // instead of dying, and the tests report them).
 "use strict";
 
@@ -41,7 +49,7 @@ const BREAK = process.env.WASIO_NODE_BREAK || "";
 const SERVER_SIDE_EVENTS = ["sse"];
 
 function parseArgs(argv) {
-  const args = { port: 0, name: "node", redis: "redis://127.0.0.1:6379", mongo: null, options: {} };
+  const args = { port: 0, name: "node", redis: "redis://127.0.0.1:6379", mongo: null, postgres: null, options: {} };
   for (let i = 0; i < argv.length; i++) {
     const v = argv[++i];
     switch (argv[i - 1]) {
@@ -56,6 +64,9 @@ function parseArgs(argv) {
         break;
       case "--mongo":
         args.mongo = v;
+        break;
+      case "--postgres":
+        args.postgres = v;
         break;
       case "--options":
         args.options = JSON.parse(v);
@@ -175,16 +186,78 @@ async function mongoAdapter(args, opts, name) {
   };
 }
 
+/**
+ * The PostgreSQL adapter (LISTEN/NOTIFY, attachments table), set up as its README says, and
+ * the link's state for /healthz (`connected`: a `SELECT 1` answered within 1 s).
+ */
+async function postgresAdapter(args, opts, name) {
+  const pg = require("pg");
+  const { createAdapter } = require("@socket.io/postgres-adapter");
+  const pool = new pg.Pool({ connectionString: args.postgres, max: 10, connectionTimeoutMillis: 2000 });
+  // An idle client's error (the server went away) is reported here; without a listener it
+  // would kill the process.
+  pool.on("error", (err) => process.stderr.write(`node-node ${name}: postgres: ${err.message}\n`));
+  // The adapter's LISTEN client (checked out of the pool for good) has no 'error' listener:
+  // when the server goes away, pg's `emit("error")` throws before the client emits "end",
+  // on which the adapter would reconnect and LISTEN again; it would stay deaf for good (and
+  // a process without an uncaughtException handler dies). Every client gets a listener.
+  pool.on("connect", (client) => client.on("error", (err) => process.stderr.write(`node-node ${name}: postgres client: ${err.message}\n`)));
+  const tableName = opts.tableName || "socket_io_attachments";
+  await pool.query(`CREATE TABLE IF NOT EXISTS ${tableName} (id bigserial UNIQUE, created_at timestamptz DEFAULT NOW(), payload bytea)`);
+  const adapterOpts = {
+    channelPrefix: opts.channelPrefix,
+    tableName,
+    payloadThreshold: opts.payloadThreshold,
+    cleanupInterval: opts.cleanupInterval,
+    heartbeatInterval: opts.heartbeatInterval,
+    heartbeatTimeout: opts.heartbeatTimeout,
+    errorHandler: survive("postgres adapter"),
+  };
+  for (const k of Object.keys(adapterOpts)) if (adapterOpts[k] === undefined) delete adapterOpts[k];
+  const adapter = createAdapter(pool, adapterOpts);
+  let connected = true;
+  let reconnects = 0;
+  const probe = async () => {
+    let up;
+    try {
+      await withTimeoutMs(pool.query("SELECT 1"), 1000);
+      up = true;
+    } catch {
+      up = false;
+    }
+    if (up && !connected) reconnects++;
+    connected = up;
+  };
+  return {
+    adapter,
+    probe,
+    datasource: () => ({ connector: "postgres", connected, reconnects, tableName }),
+    close: () => pool.end().catch(() => {}),
+  };
+}
+
+function withTimeoutMs(promise, ms) {
+  let timer;
+  return Promise.race([promise, new Promise((_, reject) => (timer = setTimeout(() => reject(new Error("timeout")), ms)))]).finally(() =>
+    clearTimeout(timer),
+  );
+}
+
 async function main() {
   const args = parseArgs(process.argv.slice(2));
   const opts = { mode: "classic", key: "socket.io", namespaces: ["/", "/chat"], ...args.options };
   const name = args.name;
 
-  const backend = args.mongo ? await mongoAdapter(args, opts, name) : await redisAdapter(args, opts, name);
+  const backend = args.postgres
+    ? await postgresAdapter(args, opts, name)
+    : args.mongo
+      ? await mongoAdapter(args, opts, name)
+      : await redisAdapter(args, opts, name);
   const { adapter } = backend;
 
-  const httpServer = http.createServer((req, res) => {
+  const httpServer = http.createServer(async (req, res) => {
     if (req.url.split("?")[0] === "/healthz") {
+      if (backend.probe) await backend.probe();
       res.writeHead(200, { "content-type": "application/json" });
       res.end(
         JSON.stringify({
