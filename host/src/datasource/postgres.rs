@@ -9,8 +9,9 @@
 //! - One writes. Notifications, attachments and cleanups go through one bounded queue
 //!   (`publish_buffer`), sent in order; a run of notifications is pipelined. While
 //!   PostgreSQL is away the queue holds them, and what the server may not have taken
-//!   is sent again after the reconnect, once this node listens again (a notification
-//!   reaches only those listening when it is sent).
+//!   is sent again after the reconnect, once this node listens again and
+//!   [`REJOIN_HOLD`] later (a notification reaches only those listening when it is
+//!   sent, and the other nodes are reconnecting too).
 //! - No TLS yet: a URL asking for it (`sslmode=require`) is refused at start-up.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -37,7 +38,11 @@ const PIPELINE: usize = 64;
 /// How long the first connections may take before start-up fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest pause between two reconnection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// After a reconnect, how long what was held waits more, so that the other nodes (who
+/// lost the same server) listen again: PostgreSQL keeps no notification for a channel
+/// nobody listens to.
+const REJOIN_HOLD: Duration = Duration::from_secs(2);
 
 enum Op {
     Notify {
@@ -629,7 +634,13 @@ impl Listener {
             }
             attempt = 0;
             self.metrics.connected.store(true, Relaxed);
-            self.up.send_replace(true);
+            // The writer goes on at once the first time, and a while after a reconnect.
+            let mut hold = if lost_once {
+                Some(tokio::time::Instant::now() + REJOIN_HOLD)
+            } else {
+                self.up.send_replace(true);
+                None
+            };
             if lost_once {
                 LinkMetrics::bump(&self.metrics.reconnects);
                 tracing::info!("{}: listening again", self.label);
@@ -645,6 +656,10 @@ impl Listener {
             }
             loop {
                 tokio::select! {
+                    _ = tokio::time::sleep_until(hold.unwrap_or_else(tokio::time::Instant::now)), if hold.is_some() => {
+                        hold = None;
+                        self.up.send_replace(true);
+                    }
                     note = c.notes.recv() => match note {
                         Some(n) => {
                             if !self.deliver(&c.client, n).await {
