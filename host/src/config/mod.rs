@@ -50,6 +50,17 @@ pub struct ServerConfig {
     pub max_buffer_size: usize,
     /// Largest HTTP long-polling payload in bytes (default 1 MB, as Node.js socket.io).
     pub max_payload: u64,
+    /// Engine.IO's ping interval, in ms (default 25000, socket.io's `pingInterval`).
+    pub ping_interval_ms: u64,
+    /// How long a client may take to answer a ping, in ms (default 20000, `pingTimeout`).
+    pub ping_timeout_ms: u64,
+    /// How long a new connection may take to join a namespace, in ms (default 45000,
+    /// `connectTimeout`).
+    pub connect_timeout_ms: u64,
+    /// The HTTP path clients connect on (default `/socket.io/`, socket.io's `path`).
+    pub path: String,
+    /// The transports accepted (default `["polling", "websocket"]`).
+    pub transports: Vec<Transport>,
     /// How long a graceful shutdown (SIGTERM, Ctrl-C) may take before the process exits anyway, in ms (default 10000).
     pub shutdown_timeout_ms: u64,
     /// The key of the HTTP publish API (`POST /api/publish`), good for any namespace and
@@ -72,6 +83,11 @@ impl Default for ServerConfig {
             namespaces: vec!["/".into()],
             max_buffer_size: 4096,
             max_payload: 1_000_000,
+            ping_interval_ms: 25_000,
+            ping_timeout_ms: 20_000,
+            connect_timeout_ms: 45_000,
+            path: "/socket.io/".into(),
+            transports: vec![Transport::Polling, Transport::Websocket],
             shutdown_timeout_ms: 10_000,
             api_key: None,
             api_keys: Vec::new(),
@@ -79,6 +95,16 @@ impl Default for ServerConfig {
             tls: None,
         }
     }
+}
+
+/// An Engine.IO transport, as `server.transports` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// HTTP long-polling.
+    Polling,
+    /// WebSocket.
+    Websocket,
 }
 
 /// `[adapter]`: which component runs the cluster logic, on which datasource.
@@ -272,6 +298,28 @@ impl Config {
         }
         if self.server.max_buffer_size == 0 {
             return err("server.max_buffer_size", "must be at least 1".into());
+        }
+        for (key, ms) in [
+            ("server.ping_interval_ms", self.server.ping_interval_ms),
+            ("server.ping_timeout_ms", self.server.ping_timeout_ms),
+            ("server.connect_timeout_ms", self.server.connect_timeout_ms),
+        ] {
+            if ms == 0 {
+                return err(key, "must be at least 1".into());
+            }
+        }
+        if !self.server.path.starts_with('/') {
+            return err(
+                "server.path",
+                format!("`{}` must start with `/`", self.server.path),
+            );
+        }
+        let t = &self.server.transports;
+        if t.is_empty() || (t.len() == 2 && t[0] == t[1]) || t.len() > 2 {
+            return err(
+                "server.transports",
+                "must name \"polling\", \"websocket\" or both, once each".into(),
+            );
         }
         if self.adapter.wasm.trim().is_empty() {
             return err(
@@ -625,6 +673,46 @@ mod tests {
             .unwrap_err()
             .0;
         assert!(e.contains("datasources.c.connector"), "{e}");
+    }
+
+    #[test]
+    fn engine_settings_default_to_socket_io_s_and_are_checked() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(
+            (
+                c.server.ping_interval_ms,
+                c.server.ping_timeout_ms,
+                c.server.connect_timeout_ms
+            ),
+            (25_000, 20_000, 45_000)
+        );
+        assert_eq!(c.server.path, "/socket.io/");
+        assert_eq!(
+            c.server.transports,
+            vec![Transport::Polling, Transport::Websocket]
+        );
+        let c = load(
+            "[server]
+transports = [\"websocket\"]
+",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.server.transports, vec![Transport::Websocket]);
+        for (toml, key) in [
+            ("ping_interval_ms = 0", "server.ping_interval_ms"),
+            ("connect_timeout_ms = 0", "server.connect_timeout_ms"),
+            ("path = \"io\"", "server.path"),
+            ("transports = []", "server.transports"),
+            (
+                "transports = [\"polling\", \"polling\"]",
+                "server.transports",
+            ),
+            ("transports = [\"flash\"]", "server.transports"),
+        ] {
+            let e = load(&format!("[server]\n{toml}\n"), &[]).unwrap_err().0;
+            assert!(e.contains(key), "{toml}: {e}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::Extension;
 use axum::Router;
@@ -14,9 +15,9 @@ use axum::routing::get;
 use rmpv::Value as Mp;
 use serde_json::json;
 use socketioxide::BroadcastError;
-use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, SocketRef, TryData};
 use socketioxide::handler::{ConnectHandler, FromMessageParts};
+use socketioxide::{SocketIo, TransportType};
 use tokio::sync::mpsc;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -24,7 +25,7 @@ use super::request::{Asker, Publish, room_list};
 use super::shutdown::Draining;
 use crate::auth::{Connecting, Gate, Grant, Meter, Over, limits};
 use crate::cluster::{Adapter, WasmAdapter};
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, Transport};
 
 /// The adapter type of the standalone server's namespaces.
 pub type Ns = WasmAdapter<socketioxide::adapter::Emitter>;
@@ -47,13 +48,22 @@ pub async fn app_gated(
     // A WebSocket message is read whole before its size can be checked: room for a
     // publish over `max_publish_bytes` (answered with an error ack), bounded all the same.
     let ws_max = (server.max_payload as usize).max(8 * server.limits.max_publish_bytes);
-    let (layer, io) = SocketIo::builder()
+    let builder = SocketIo::builder()
         .with_config(adapter.socket_io_config())
         .max_buffer_size(server.max_buffer_size)
         .max_payload(server.max_payload)
         .ws_max_message_size(ws_max)
-        .with_adapter::<Ns>(adapter.clone())
-        .build_layer();
+        .ping_interval(Duration::from_millis(server.ping_interval_ms))
+        .ping_timeout(Duration::from_millis(server.ping_timeout_ms))
+        .connect_timeout(Duration::from_millis(server.connect_timeout_ms))
+        // socketioxide matches the path without its trailing slash.
+        .req_path(server.path.trim_end_matches('/').to_string());
+    let builder = match server.transports.as_slice() {
+        [Transport::Polling] => builder.transports([TransportType::Polling]),
+        [Transport::Websocket] => builder.transports([TransportType::Websocket]),
+        _ => builder,
+    };
+    let (layer, io) = builder.with_adapter::<Ns>(adapter.clone()).build_layer();
     // Handlers are registered in a middleware, which runs before socketioxide sends the
     // CONNECT acknowledgement: a client that emits the moment it is connected cannot
     // race its first events past handler registration.

@@ -26,6 +26,7 @@ const tomlValue = (v) => JSON.stringify(v);
  *   datasources       {NAME: {connector, url, publish_buffer?}}: `[datasources.NAME]`, all
  *                     written whether the adapter uses them or not (hot swaps may pick any)
  *   admin             {listen, token}: the `[admin]` table (lib/admin.js fills it in)
+ *   server            more `[server]` keys, {key: value}
  *   extra             TOML appended as it is
  */
 function configText({
@@ -38,12 +39,14 @@ function configText({
   requestTimeoutMs,
   datasources = {},
   admin,
+  server = {},
 } = {}) {
   const lines = [
     "[server]",
     "port = 0",
     // Two static namespaces, and a pattern whose namespaces are created on first use.
     'namespaces = ["/", "/chat", "/dyn/{*rest}"]',
+    ...Object.entries(server).map(([k, v]) => `${k} = ${tomlValue(v)}`),
     "",
     "[adapter]",
     `wasm = ${tomlValue(wasm)}`,
