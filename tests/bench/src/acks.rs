@@ -74,7 +74,7 @@ pub async fn run(plan: &Plan) -> Result<Outcome> {
     let window = probe::Window::start(&watched, &plan.admins).await;
     tokio::time::sleep_until(end.into()).await;
     let rss_end = probe::rss_sum(plan.node_pids());
-    let (cpu_seconds, guest_seconds) = window.end().await;
+    let spent = window.end().await;
     let mut all = Tally::default();
     for t in tasks {
         let t = t.await??;
@@ -96,10 +96,11 @@ pub async fn run(plan: &Plan) -> Result<Outcome> {
         lost: all.publishes.saturating_sub(all.acks),
         ack_errors: all.errors,
         stalls: all.stalls,
-        cpu_seconds,
+        cpu_seconds: spent.cpu_seconds,
         clients: plan.clients,
         rss_kib: [rss_before, rss_connected, rss_end],
-        guest_seconds,
+        guest_seconds: spent.guest_seconds,
+        backend_messages: spent.backend_messages,
     })
 }
 

@@ -33,7 +33,7 @@ pub async fn run(plan: &Plan) -> Result<Outcome> {
     let t = Instant::now();
     tokio::time::sleep(plan.measure).await;
     let rss_end = probe::rss_sum(plan.node_pids());
-    let (cpu_seconds, guest_seconds) = window.end().await;
+    let spent = window.end().await;
     let measure = t.elapsed();
     let _ = stop_tx.send(true);
     for t in tasks {
@@ -48,9 +48,10 @@ pub async fn run(plan: &Plan) -> Result<Outcome> {
         lost: 0,
         ack_errors: 0,
         stalls: 0,
-        cpu_seconds,
+        cpu_seconds: spent.cpu_seconds,
         clients: plan.clients,
         rss_kib: [rss_before, rss_connected, rss_end],
-        guest_seconds,
+        guest_seconds: spent.guest_seconds,
+        backend_messages: spent.backend_messages,
     })
 }

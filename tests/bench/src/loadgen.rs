@@ -97,6 +97,9 @@ pub struct Outcome {
     /// Seconds the wasio nodes spent in guest calls during the window (`None`: not wasio,
     /// or no `/metrics`).
     pub guest_seconds: Option<f64>,
+    /// Messages the wasio nodes sent to and received from the backend during the window
+    /// (`None`: not wasio, or no such metric).
+    pub backend_messages: Option<crate::probe::Messages>,
 }
 
 impl Outcome {
@@ -109,6 +112,12 @@ impl Outcome {
     /// The same over the cross-node deliveries.
     pub fn cross_quantile_us(&self, q: f64) -> Option<u32> {
         quantile(&self.cross_latencies_us, q)
+    }
+    /// Backend messages per publish of the window: sent, received (all nodes together).
+    pub fn messages_per_publish(&self) -> Option<(f64, f64)> {
+        let m = self.backend_messages?;
+        let p = self.publishes as f64;
+        (self.publishes > 0).then(|| (m.sent / p, m.received / p))
     }
 }
 
@@ -332,7 +341,7 @@ pub async fn run(plan: &Plan) -> Result<Outcome> {
     ))
     .await;
     let rss_end = crate::probe::rss_sum(plan.node_pids());
-    let (cpu_seconds, guest_seconds) = window.end().await;
+    let spent = window.end().await;
     for s in senders {
         s.await??;
     }
@@ -375,10 +384,11 @@ pub async fn run(plan: &Plan) -> Result<Outcome> {
         lost,
         ack_errors: shared.ack_errors.load(Relaxed),
         stalls: shared.stalls.load(Relaxed),
-        cpu_seconds,
+        cpu_seconds: spent.cpu_seconds,
         clients: plan.clients,
         rss_kib: [rss_before, rss_connected, rss_end],
-        guest_seconds,
+        guest_seconds: spent.guest_seconds,
+        backend_messages: spent.backend_messages,
     })
 }
 

@@ -7,13 +7,15 @@
 //! wasio-bench fanout --clients 1000 --nodes 2 --seconds 10   # one workload (also rooms,
 //!                                                             # small-rooms, acks, idle)
 //! wasio-bench fanout --systems wasio,wasio-mongo,node,node-mongo [--mongodb URL]
+//! wasio-bench scaling --node-counts 2,4,8 --rate 1000      # cost by node count, Redis modes
 //! wasio-bench swap --swaps 20 --rate 1000                     # hot swaps under a stream
 //! wasio-bench languages --calls 20000                         # the same adapter in Rust, Python, JS
 //! wasio-bench native-node --port P --redis URL --key K       # a native node (spawned by fanout)
 //! ```
 //!
 //! The MongoDB systems use `--mongodb`, or else a SecantusDB the bench starts for the run
-//! (see [`orchestrate`]).
+//! (see [`orchestrate`]); `wasio-redis-cluster` uses `--redis-cluster`, or else a
+//! three-master Redis Cluster the bench starts ([`redis_cluster`]).
 //!
 //! A workload is a [`Workload`] (a subcommand) and a system a [`System`] (`--systems`):
 //! adding either is adding a variant and its arm. `swap` ([`swap`]) is a workload of
@@ -27,6 +29,7 @@ mod mongo;
 mod native;
 mod orchestrate;
 mod probe;
+mod redis_cluster;
 mod report;
 mod swap;
 
@@ -44,6 +47,16 @@ struct Cli {
 enum Cmd {
     /// Every workload against every system, printed as one table.
     Suite(SuiteArgs),
+    /// How cost grows with nodes: every system at every `--node-counts`, at one fixed
+    /// `--rate` (default 1000 publishes/s), printed as one table with the backend
+    /// messages per publish. Default systems: the Redis guest classic, sharded, and
+    /// sharded on a Redis Cluster.
+    #[command(
+        mut_arg("systems", |a| a.default_value("wasio,wasio-sharded,wasio-redis-cluster")),
+        mut_arg("rate", |a| a.default_value("1000")),
+        mut_arg("nodes", |a| a.hide(true))
+    )]
+    Scaling(ScalingArgs),
     /// Every client receives every broadcast: senders `publish` a small event to the
     /// whole namespace, cluster-wide.
     Fanout(RunArgs),
@@ -133,6 +146,12 @@ pub enum System {
     WasioLocal,
     /// `wasio serve` with the builtin Redis guest (`target/release/wasio`).
     Wasio,
+    /// The same in sharded mode (`mode = "sharded"`: SPUBLISH, and a room's own channel
+    /// subscribed by the nodes that have the room) on the same Redis.
+    WasioSharded,
+    /// The same, sharded, on a Redis Cluster (`--redis-cluster`, or three masters the
+    /// bench starts for the run).
+    WasioRedisCluster,
     /// socketioxide 0.18.9 + socketioxide-redis (fred driver), this binary's `native-node`.
     Native,
     /// The same with TCP_NODELAY on accepted connections (a diagnostic row: `wasio serve`
@@ -160,6 +179,8 @@ impl System {
         match self {
             System::WasioLocal => "wasio + local guest (1 node)",
             System::Wasio => "wasio + Redis guest",
+            System::WasioSharded => "wasio + Redis guest, sharded",
+            System::WasioRedisCluster => "wasio + Redis guest, sharded, Redis Cluster",
             System::Native => "native socketioxide-redis",
             System::NativeNodelay => "native, TCP_NODELAY",
             System::Node => "Node.js redis-adapter",
@@ -181,9 +202,12 @@ impl System {
         matches!(self, System::WasioPostgres | System::NodePostgres)
     }
 
-    /// Whether it runs on Redis (else on MongoDB, PostgreSQL or NATS).
+    /// Whether it runs on the one Redis of `--redis` (else on a Redis Cluster, MongoDB,
+    /// PostgreSQL or NATS).
     pub fn on_redis(self) -> bool {
-        !self.on_mongodb() && !self.on_postgres() && self != System::WasioNats
+        !self.on_mongodb()
+            && !self.on_postgres()
+            && !matches!(self, System::WasioNats | System::WasioRedisCluster)
     }
 
     /// Whether it is a `wasio serve` (so has a guest, and `/metrics`).
@@ -192,6 +216,8 @@ impl System {
             self,
             System::WasioLocal
                 | System::Wasio
+                | System::WasioSharded
+                | System::WasioRedisCluster
                 | System::WasioMongo
                 | System::WasioNats
                 | System::WasioPostgres
@@ -212,6 +238,19 @@ pub struct SuiteArgs {
         value_delimiter = ',',
         default_value = "fanout,rooms,small-rooms,acks,idle"
     )]
+    pub workloads: Vec<Workload>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct ScalingArgs {
+    /// Node counts, each system run at each (round robin placement, as everywhere).
+    #[arg(long, value_delimiter = ',', default_value = "2,4,8")]
+    pub node_counts: Vec<usize>,
+    /// Workloads to run, in order (`rooms`: rooms of 10, so a room spans up to 10 nodes;
+    /// `small-rooms`: rooms of 2).
+    #[arg(long, value_delimiter = ',', default_value = "rooms,small-rooms")]
     pub workloads: Vec<Workload>,
     #[command(flatten)]
     pub run: RunArgs,
@@ -268,6 +307,11 @@ pub struct RunArgs {
     /// The Redis the Redis systems use.
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     pub redis: String,
+    /// The Redis Cluster `wasio-redis-cluster` uses (`redis-cluster://host:port`, any
+    /// node as the seed). Without it, the bench starts three masters of its own for the
+    /// run on free loopback ports (`redis-server` and `redis-cli` must be installed).
+    #[arg(long)]
+    pub redis_cluster: Option<String>,
     /// The NATS the NATS system uses.
     #[arg(long, default_value = "nats://127.0.0.1:4222")]
     pub nats: String,
@@ -292,6 +336,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Suite(args) => orchestrate::run(&args.workloads, args.run),
+        Cmd::Scaling(args) => orchestrate::scaling(&args.workloads, &args.node_counts, args.run),
         Cmd::Fanout(args) => orchestrate::run(&[Workload::Fanout], args),
         Cmd::Rooms(args) => orchestrate::run(&[Workload::Rooms], args),
         Cmd::SmallRooms(args) => orchestrate::run(&[Workload::SmallRooms], args),

@@ -1,10 +1,13 @@
 //! Runs a workload against each system in turn: start its nodes on free ports and a fresh
 //! Redis key prefix (MongoDB: collection), run the load generator, stop the nodes; then
 //! print one table. A MongoDB system in `--systems` without `--mongodb` starts a
-//! SecantusDB for the whole run first ([`crate::mongo`]).
+//! SecantusDB for the whole run first ([`crate::mongo`]), and `wasio-redis-cluster`
+//! without `--redis-cluster` a Redis Cluster ([`crate::redis_cluster`]). `scaling` is the
+//! same loop over node counts too, printed as its own table.
 
 use crate::loadgen::{self, Outcome, Plan};
 use crate::mongo::Mongo;
+use crate::redis_cluster::RedisCluster;
 use crate::{Params, RunArgs, System, Workload, acks, idle, report};
 use anyhow::{Context, Result, bail};
 use std::fmt::Write as _;
@@ -13,58 +16,76 @@ use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::process::{Child, Command};
 
+/// Every workload against every system at `--nodes`, printed as the suite's table.
 pub fn run(workloads: &[Workload], args: RunArgs) -> Result<()> {
-    if args.nodes == 0 {
-        bail!("--nodes must be at least 1");
+    let counts = [args.nodes];
+    run_at(workloads, &counts, &args, Print::Suite)
+}
+
+/// Every workload against every system at every node count, printed as the scaling table.
+pub fn scaling(workloads: &[Workload], counts: &[usize], args: RunArgs) -> Result<()> {
+    run_at(workloads, counts, &args, Print::Scaling)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Print {
+    Suite,
+    Scaling,
+}
+
+fn run_at(workloads: &[Workload], counts: &[usize], args: &RunArgs, print: Print) -> Result<()> {
+    if counts.is_empty() || counts.contains(&0) {
+        bail!("node counts must be at least 1");
     }
     let rt = tokio::runtime::Runtime::new()?;
     let dir = std::env::temp_dir().join(format!("wasio-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let load_before = load_average();
-    let mongo = if args.systems.iter().any(|s| s.on_mongodb()) {
-        match rt.block_on(Mongo::start(args.mongodb.as_deref(), &dir)) {
-            Ok(m) => Some(m),
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                return Err(e.context("starting the MongoDB of the MongoDB systems"));
+    let own = match rt.block_on(Own::start(args, &dir)) {
+        Ok(own) => own,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
+    // The rows of each table: every system at every count (system by system), once.
+    let mut cases: Vec<(System, usize)> = Vec::new();
+    for &system in &args.systems {
+        for &n in counts {
+            if !cases.contains(&(system, system.nodes(n))) {
+                cases.push((system, system.nodes(n)));
             }
         }
-    } else {
-        None
-    };
+    }
     let mut tables = Vec::new();
     for &workload in workloads {
-        let params = workload.params(&args);
-        let mut runs: Vec<Vec<Result<Outcome>>> = args.systems.iter().map(|_| Vec::new()).collect();
+        let params = workload.params(args);
+        let mut runs: Vec<Vec<Result<Outcome>>> = cases.iter().map(|_| Vec::new()).collect();
         for round in 0..args.rounds.max(1) {
-            for (s, &system) in args.systems.iter().enumerate() {
+            for (c, &(system, nodes)) in cases.iter().enumerate() {
                 eprintln!(
-                    "== {}: {} ({} nodes), round {}/{}",
+                    "== {}: {} ({nodes} nodes), round {}/{}",
                     workload.name(),
                     system.name(),
-                    system.nodes(args.nodes),
                     round + 1,
                     args.rounds.max(1)
                 );
                 let key = format!(
-                    "bench-{stamp}-{}-{}-{system:?}-{round}",
+                    "bench-{stamp}-{}-{}-{system:?}-{nodes}-{round}",
                     std::process::id(),
                     workload.name()
                 )
                 .to_lowercase();
-                let outcome = rt.block_on(run_system(
-                    workload,
-                    &params,
-                    system,
-                    &args,
-                    mongo.as_ref(),
-                    &dir,
-                    &key,
-                ));
+                let at = RunArgs {
+                    nodes,
+                    ..args.clone()
+                };
+                let outcome =
+                    rt.block_on(run_system(workload, &params, system, &at, &own, &dir, &key));
                 match &outcome {
                     Ok(o) => eprintln!(
-                        "  {:.0} deliveries/s, {} publishes in window, p50 {}, p99 {} (cross-node {} / {}), lost {}, ack errors {}, stalls {}, CPU s {:.1?}, RSS KiB {:?}, guest s {:?}",
+                        "  {:.0} deliveries/s, {} publishes in window, p50 {}, p99 {} (cross-node {} / {}), lost {}, ack errors {}, stalls {}, CPU s {:.1?}, RSS KiB {:?}, guest s {:?}, backend messages per publish (out, in) {:.2?}",
                         o.per_second(),
                         o.publishes,
                         ms(o.quantile_us(0.5)),
@@ -77,17 +98,22 @@ pub fn run(workloads: &[Workload], args: RunArgs) -> Result<()> {
                         o.cpu_seconds,
                         o.rss_kib,
                         o.guest_seconds,
+                        o.messages_per_publish(),
                     ),
                     Err(e) => eprintln!("  failed: {e:#}"),
                 }
-                runs[s].push(outcome);
+                runs[c].push(outcome);
             }
         }
-        let rows: Vec<Row> = args
-            .systems
+        let rows: Vec<Row> = cases
             .iter()
             .zip(runs)
-            .map(|(&system, outcomes)| Row::of(system, outcomes))
+            .map(|(&(system, nodes), outcomes)| {
+                // At a fixed rate every round delivers the same: the scaling table's
+                // median round is the median by CPU per delivery instead.
+                let by_cpu = print == Print::Scaling && params.rate > 0.0;
+                Row::of(system, nodes, outcomes, by_cpu)
+            })
             .collect();
         tables.push((workload, params, rows));
     }
@@ -102,21 +128,25 @@ pub fn run(workloads: &[Workload], args: RunArgs) -> Result<()> {
             .iter()
             .any(|s| s.on_redis())
             .then(|| format!("Redis at {}", args.redis)),
+        redis_cluster: own.cluster.as_ref().map(|c| c.label.clone()),
         nats: args
             .systems
             .contains(&System::WasioNats)
             .then(|| format!("NATS at {}", args.nats)),
-        postgres: args
-            .systems
-            .iter()
-            .any(|s| s.on_postgres())
-            .then(|| format!("PostgreSQL at {} (its CPU not counted: one process per session)", args.postgres)),
-        mongodb: mongo.as_ref().map(|m| m.label.clone()),
+        postgres: args.systems.iter().any(|s| s.on_postgres()).then(|| {
+            format!(
+                "PostgreSQL at {} (its CPU not counted: one process per session)",
+                args.postgres
+            )
+        }),
+        mongodb: own.mongo.as_ref().map(|m| m.label.clone()),
     };
-    if let Some(m) = mongo {
-        rt.block_on(m.stop());
-    }
-    println!("{}", report::report(&tables, &args, &load, &backends));
+    rt.block_on(own.stop());
+    let table = match print {
+        Print::Suite => report::report(&tables, args, &load, &backends),
+        Print::Scaling => report::scaling(&tables, counts, args, &load, &backends),
+    };
+    println!("{table}");
     let _ = std::fs::remove_dir_all(&dir);
     if failed {
         bail!("some runs failed (see above)");
@@ -124,15 +154,53 @@ pub fn run(workloads: &[Workload], args: RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// The backends the bench starts for a run when a system needs one no flag gives.
+pub(crate) struct Own {
+    mongo: Option<Mongo>,
+    cluster: Option<RedisCluster>,
+}
+
+impl Own {
+    async fn start(args: &RunArgs, dir: &Path) -> Result<Own> {
+        let cluster = if args.systems.contains(&System::WasioRedisCluster) {
+            let c = RedisCluster::start(args.redis_cluster.as_deref(), dir)
+                .context("starting the Redis Cluster of wasio-redis-cluster")?;
+            Some(c)
+        } else {
+            None
+        };
+        let mongo = if args.systems.iter().any(|s| s.on_mongodb()) {
+            let m = Mongo::start(args.mongodb.as_deref(), dir)
+                .await
+                .context("starting the MongoDB of the MongoDB systems")?;
+            Some(m)
+        } else {
+            None
+        };
+        Ok(Own { mongo, cluster })
+    }
+
+    async fn stop(self) {
+        if let Some(m) = self.mongo {
+            m.stop().await;
+        }
+        // The Redis Cluster stops when dropped.
+    }
+}
+
 /// A system's line in the table: its median run, and the range over the rounds.
 pub(crate) struct Row {
     pub(crate) system: System,
+    /// Its node count.
+    pub(crate) nodes: usize,
     pub(crate) median: Result<Outcome>,
     pub(crate) range: Option<(f64, f64)>,
 }
 
 impl Row {
-    fn of(system: System, outcomes: Vec<Result<Outcome>>) -> Row {
+    /// The median of `outcomes` by deliveries/s, or by CPU (all but the load generator's)
+    /// per delivery if `by_cpu`; the range is of deliveries/s.
+    fn of(system: System, nodes: usize, outcomes: Vec<Result<Outcome>>, by_cpu: bool) -> Row {
         let mut ok: Vec<Outcome> = Vec::new();
         let mut err = None;
         for o in outcomes {
@@ -145,15 +213,24 @@ impl Row {
             let e = err.unwrap_or_else(|| anyhow::anyhow!("no run"));
             return Row {
                 system,
+                nodes,
                 median: Err(e),
                 range: None,
             };
         }
         ok.sort_by(|a, b| a.per_second().total_cmp(&b.per_second()));
         let range = (ok.len() > 1).then(|| (ok[0].per_second(), ok[ok.len() - 1].per_second()));
+        if by_cpu {
+            let per_delivery = |o: &Outcome| {
+                let cpu = &o.cpu_seconds[..o.cpu_seconds.len().saturating_sub(1)];
+                cpu.iter().sum::<f64>() / o.deliveries.max(1) as f64
+            };
+            ok.sort_by(|a, b| per_delivery(a).total_cmp(&per_delivery(b)));
+        }
         let median = ok.swap_remove(ok.len() / 2);
         Row {
             system,
+            nodes,
             median: Ok(median),
             range,
         }
@@ -163,6 +240,7 @@ impl Row {
 /// What the systems ran on, for the table's header.
 pub(crate) struct Backends {
     pub(crate) redis: Option<String>,
+    pub(crate) redis_cluster: Option<String>,
     pub(crate) nats: Option<String>,
     pub(crate) postgres: Option<String>,
     pub(crate) mongodb: Option<String>,
@@ -170,11 +248,21 @@ pub(crate) struct Backends {
 
 /// The pid of a local process named `comm` (e.g. `redis-server`), for its CPU time.
 pub(crate) fn pid_named(comm: &str) -> Option<u32> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let name = std::fs::read_to_string(e.path().join("comm")).ok()?;
-        (name.trim() == comm).then_some(pid)
-    })
+    pids_named(comm).into_iter().next()
+}
+
+/// Every local process named `comm` (PostgreSQL runs one per session).
+pub(crate) fn pids_named(comm: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let name = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            (name.trim() == comm).then_some(pid)
+        })
+        .collect()
 }
 
 async fn run_system(
@@ -182,19 +270,28 @@ async fn run_system(
     params: &Params,
     system: System,
     args: &RunArgs,
-    mongo: Option<&Mongo>,
+    own: &Own,
     dir: &Path,
     key: &str,
 ) -> Result<Outcome> {
-    let (backend_url, backend_pid) = if system.on_mongodb() {
-        let m = mongo.context("no MongoDB")?;
-        (m.url.as_str(), m.pid())
+    let (backend_url, backend_pids) = if system.on_mongodb() {
+        let m = own.mongo.as_ref().context("no MongoDB")?;
+        (m.url.as_str(), Vec::from_iter(m.pid()))
     } else if system == System::WasioNats {
-        (args.nats.as_str(), pid_named("nats-server"))
+        (args.nats.as_str(), Vec::from_iter(pid_named("nats-server")))
     } else if system.on_postgres() {
-        (args.postgres.as_str(), None)
+        // PostgreSQL's sessions (the nodes' among them) are found once the nodes are up.
+        (args.postgres.as_str(), Vec::new())
+    } else if system == System::WasioRedisCluster {
+        let c = own.cluster.as_ref().context("no Redis Cluster")?;
+        (c.url.as_str(), c.pids.clone())
     } else {
-        (args.redis.as_str(), pid_named("redis-server"))
+        // A local redis-server, not one of the Redis Cluster's.
+        let cluster = own.cluster.as_ref().map_or(&[][..], |c| &c.pids[..]);
+        let pid = pids_named("redis-server")
+            .into_iter()
+            .find(|p| !cluster.contains(p));
+        (args.redis.as_str(), Vec::from_iter(pid))
     };
     let mut nodes = Vec::new();
     let mut urls = Vec::new();
@@ -232,7 +329,12 @@ async fn run_system(
             pids: nodes
                 .iter()
                 .filter_map(|n| n.child.id())
-                .chain(backend_pid)
+                .chain(backend_pids)
+                .chain(if system.on_postgres() {
+                    pids_named("postgres")
+                } else {
+                    Vec::new()
+                })
                 .collect(),
             admins,
         };
@@ -309,6 +411,8 @@ fn spawn(
 ) -> Result<Child> {
     let mut cmd = match system {
         System::Wasio
+        | System::WasioSharded
+        | System::WasioRedisCluster
         | System::WasioMongo
         | System::WasioLocal
         | System::WasioNats
@@ -327,6 +431,12 @@ fn spawn(
                     wasio_config(port, "builtin:redis", ("nats", backend_url), key)
                 }
                 System::WasioPostgres => wasio_postgres_config(port, backend_url, key),
+                System::WasioSharded | System::WasioRedisCluster => sharded(wasio_config(
+                    port,
+                    "builtin:redis",
+                    ("redis", backend_url),
+                    key,
+                )),
                 _ => wasio_config(port, "builtin:redis", ("redis", backend_url), key),
             };
             if let Some(admin) = admin {
@@ -405,6 +515,15 @@ key = "{key}"
 connector = "{connector}"
 url = "{url}"
 {UNLIMITED}"#
+    )
+}
+
+/// `config` (a [`wasio_config`] of the Redis guest) in sharded mode.
+fn sharded(config: String) -> String {
+    config.replacen(
+        "[adapter.options]\n",
+        "[adapter.options]\nmode = \"sharded\"\n",
+        1,
     )
 }
 

@@ -25,6 +25,29 @@ impl Cpu {
             loadgen: cpu.last().copied().unwrap_or(0.0),
         }
     }
+    /// The nodes' µs per delivery, and the backend's when counted: `1.23 (+ 0.45)`.
+    fn per_delivery_text(&self, o: &Outcome) -> String {
+        self.per_delivery(o).map_or_else(
+            || "-".into(),
+            |(all, nodes)| {
+                if self.backend > 0.0 {
+                    format!("{nodes:.2} (+ {:.2})", all - nodes)
+                } else {
+                    format!("{nodes:.2}")
+                }
+            },
+        )
+    }
+    /// The share of the nodes' CPU spent in guest calls (wasio only).
+    fn guest_share(&self, system: System, o: &Outcome) -> String {
+        if !system.is_wasio() {
+            return "-".into();
+        }
+        match o.guest_seconds {
+            Some(g) if self.nodes > 0.0 => format!("{:.1}%", g / self.nodes * 100.0),
+            _ => "n/a".into(),
+        }
+    }
     /// µs of nodes + backend CPU per delivery, and of the nodes alone.
     fn per_delivery(&self, o: &Outcome) -> Option<(f64, f64)> {
         (o.deliveries > 0).then(|| {
@@ -83,42 +106,7 @@ pub(crate) fn report(
         args.seconds,
         args.rounds.max(1)
     );
-    for (w, p, _) in tables {
-        let shape = match w {
-            Workload::Idle => format!("{} idle connections", p.clients),
-            Workload::Acks => format!(
-                "{} clients, {} sending, one publish in flight each, {}, to a room with no members; latency = emit → ack",
-                p.clients,
-                p.senders,
-                rate(p.rate)
-            ),
-            _ => format!(
-                "{} clients, {}, {} sender(s), window {}, rate {}",
-                p.clients,
-                p.room_size
-                    .map_or("broadcast to all".into(), |r| format!("rooms of {r}")),
-                p.senders,
-                p.window,
-                rate(p.rate)
-            ),
-        };
-        let _ = writeln!(out, "workload {}: {shape}", w.name());
-    }
-    let _ = writeln!(out, "command: {}", command_line());
-    let _ = writeln!(out, "machine: {}", machine());
-    let _ = writeln!(out, "load average (1, 5, 15 min): {load}");
-    if let Some(redis) = &backends.redis {
-        let _ = writeln!(out, "redis: {redis}");
-    }
-    if let Some(nats) = &backends.nats {
-        let _ = writeln!(out, "nats: {nats}");
-    }
-    if let Some(postgres) = &backends.postgres {
-        let _ = writeln!(out, "postgres: {postgres}");
-    }
-    if let Some(mongodb) = &backends.mongodb {
-        let _ = writeln!(out, "mongodb: {mongodb}");
-    }
+    header(&mut out, tables, load, backends);
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -132,7 +120,7 @@ pub(crate) fn report(
         let native = native_of(rows);
         let node = median(rows, System::Node);
         for row in rows {
-            let nodes = row.system.nodes(args.nodes);
+            let nodes = row.nodes;
             let o = match &row.median {
                 Ok(o) => o,
                 Err(e) => {
@@ -169,23 +157,10 @@ pub(crate) fn report(
                 .map_or_else(dash, |(lo, hi)| format!("{lo:.0}–{hi:.0}"));
             let secs = o.measure.as_secs_f64();
             let cpu = Cpu::of(o, nodes);
-            let per_delivery = cpu.per_delivery(o).map_or_else(dash, |(all, nodes)| {
-                if cpu.backend > 0.0 {
-                    format!("{nodes:.2} (+ {:.2})", all - nodes)
-                } else {
-                    format!("{nodes:.2}")
-                }
-            });
+            let per_delivery = cpu.per_delivery_text(o);
             let per_conn = cpu.nodes * 1e6 / secs / o.clients.max(1) as f64;
             let (kib_conn, kib_end) = kib_per_conn(o);
-            let guest = if row.system.is_wasio() {
-                match o.guest_seconds {
-                    Some(g) if cpu.nodes > 0.0 => format!("{:.1}%", g / cpu.nodes * 100.0),
-                    _ => "n/a".into(),
-                }
-            } else {
-                dash()
-            };
+            let guest = cpu.guest_share(row.system, o);
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} / {:.2} / {:.2} | {:.1} | {:.1} / {:.1} | {} | {} |",
@@ -220,6 +195,57 @@ pub(crate) fn report(
     aims(&mut out, tables, args);
     pairs(&mut out, tables, args);
     out
+}
+
+/// The lines under a report's first: each workload's shape, the command, the machine,
+/// its load, the backends.
+fn header(
+    out: &mut String,
+    tables: &[(Workload, Params, Vec<Row>)],
+    load: &str,
+    backends: &Backends,
+) {
+    for (w, p, _) in tables {
+        let shape = match w {
+            Workload::Idle => format!("{} idle connections", p.clients),
+            Workload::Acks => format!(
+                "{} clients, {} sending, one publish in flight each, {}, to a room with no members; latency = emit → ack",
+                p.clients,
+                p.senders,
+                rate(p.rate)
+            ),
+            _ => format!(
+                "{} clients, {}, {} sender(s), window {}, rate {}",
+                p.clients,
+                p.room_size
+                    .map_or("broadcast to all".into(), |r| format!("rooms of {r}")),
+                p.senders,
+                p.window,
+                rate(p.rate)
+            ),
+        };
+        let _ = writeln!(out, "workload {}: {shape}", w.name());
+    }
+    let _ = writeln!(out, "command: {}", command_line());
+    let _ = writeln!(out, "machine: {}", machine());
+    let _ = writeln!(out, "load average (1, 5, 15 min): {load}");
+    backend_lines(out, backends);
+}
+
+/// The backends the systems ran on, one line each.
+fn backend_lines(out: &mut String, backends: &Backends) {
+    let lines = [
+        ("redis", &backends.redis),
+        ("redis cluster", &backends.redis_cluster),
+        ("nats", &backends.nats),
+        ("postgres", &backends.postgres),
+        ("mongodb", &backends.mongodb),
+    ];
+    for (what, line) in lines {
+        if let Some(line) = line {
+            let _ = writeln!(out, "{what}: {line}");
+        }
+    }
 }
 
 fn rate(r: f64) -> String {
@@ -331,4 +357,101 @@ fn pairs(out: &mut String, tables: &[(Workload, Params, Vec<Row>)], args: &RunAr
             );
         }
     }
+}
+
+/// The `scaling` table: one row per workload × system × node count, all at one fixed
+/// rate, with the backend messages each publish cost.
+pub(crate) fn scaling(
+    tables: &[(Workload, Params, Vec<Row>)],
+    counts: &[usize],
+    args: &RunArgs,
+    load: &str,
+    backends: &Backends,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "how cost grows with nodes: {counts:?} node(s) per system, {}-byte payload, warm-up {} s, measured {} s, {} round(s) (median round by {})",
+        args.payload,
+        args.warmup,
+        args.seconds,
+        args.rounds.max(1),
+        if args.rate.unwrap_or(0.0) > 0.0 {
+            "CPU per delivery, nodes + backend"
+        } else {
+            "deliveries/s"
+        }
+    );
+    header(&mut out, tables, load, backends);
+    let _ = writeln!(
+        out,
+        "every row at the same fixed rate: deliveries/s shows in brackets the share of what that rate asks (publishes/s × members per publish); a row well short of 100%, or with a p99 far above the others', saturated"
+    );
+    let _ = writeln!(
+        out,
+        "backend messages per publish: wasio_backend_messages_total of every node's /metrics over the window, out (handed to the backend) and in (delivered from it to a guest), over the publishes sent in the window"
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "| workload | system | nodes | deliveries/s | p50 | p99 | CPU µs/delivery: nodes (+ backend) | CPU cores: nodes / backend / load gen | backend messages per publish: out / in | guest share of node CPU | lost |"
+    );
+    let _ = writeln!(
+        out,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for (w, p, rows) in tables {
+        // Members per publish on average (the last room may be short).
+        let members = p.room_size.map_or(p.clients as f64, |r| {
+            p.clients as f64 / p.clients.div_ceil(r.max(1)).max(1) as f64
+        });
+        let asked = p.rate * members;
+        for row in rows {
+            let o = match &row.median {
+                Ok(o) => o,
+                Err(e) => {
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | {} | failed: {} | | | | | | | |",
+                        w.name(),
+                        row.system.name(),
+                        row.nodes,
+                        format!("{e:#}").replace('|', "/")
+                    );
+                    continue;
+                }
+            };
+            let cpu = Cpu::of(o, row.nodes);
+            let secs = o.measure.as_secs_f64();
+            let messages = o
+                .messages_per_publish()
+                .map_or("-".into(), |(sent, received)| {
+                    format!("{sent:.2} / {received:.2}")
+                });
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.0}{} | {} | {} | {} | {:.2} / {:.2} / {:.2} | {} | {} | {} |",
+                w.name(),
+                row.system.name(),
+                row.nodes,
+                o.per_second(),
+                if asked > 0.0 {
+                    format!(" ({:.0}%)", o.per_second() / asked * 100.0)
+                } else {
+                    String::new()
+                },
+                ms(o.quantile_us(0.5)),
+                ms(o.quantile_us(0.99)),
+                cpu.per_delivery_text(o),
+                cpu.nodes / secs,
+                cpu.backend / secs,
+                cpu.loadgen / secs,
+                messages,
+                cpu.guest_share(row.system, o),
+                o.lost
+            );
+        }
+    }
+    out
 }
