@@ -135,7 +135,7 @@ fn run_at(workloads: &[Workload], counts: &[usize], args: &RunArgs, print: Print
             .then(|| format!("NATS at {}", args.nats)),
         postgres: args.systems.iter().any(|s| s.on_postgres()).then(|| {
             format!(
-                "PostgreSQL at {} (its CPU not counted: one process per session)",
+                "PostgreSQL at {} (its CPU: every `postgres` process, other clients' sessions included)",
                 args.postgres
             )
         }),
