@@ -8,6 +8,7 @@
 //! - [`Backend`]: what a datasource supplies — publish, publish a response, count the
 //!   nodes — in the encoding of its own protocol.
 //! - [`messages`]: what a node sends and receives, whatever the protocol.
+//! - [`options`]: `[adapter.options]` read as every guest reads it.
 //! - [`family`]: those messages as the cluster message family of
 //!   `wasio-cluster-protocol`, for backends that speak it.
 //! - [`convert`]: the contract's broadcast options and sockets as they travel.
@@ -29,6 +30,7 @@ pub mod family;
 mod guest;
 pub mod messages;
 mod node;
+pub mod options;
 
 pub use bindings::wasio::adapter::types::{BroadcastOpts, Error, SocketInfo};
 pub use guest::{Slot, with, with_quiet};

@@ -1,7 +1,7 @@
 //! `[adapter.options]`, named as `@socket.io/mongo-adapter` names them, plus how the
 //! collection is read and set up.
 
-use serde_json::Value;
+use wasio_cluster_node::options;
 
 /// How this node reads other nodes' documents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,10 +34,7 @@ pub struct Options {
 impl Options {
     /// Parses the JSON the host gives `init`; unknown keys and wrong types are refused.
     pub fn parse(json: &str) -> Result<Options, String> {
-        let v: Value = serde_json::from_str(json).map_err(|e| format!("options: {e}"))?;
-        let Value::Object(map) = v else {
-            return Err("options must be a table".into());
-        };
+        let map = options::object(json)?;
         let mut o = Options {
             collection: "socket.io-adapter-events".into(),
             feed: Feed::ChangeStream,
@@ -49,13 +46,8 @@ impl Options {
             ttl_seconds: None,
         };
         for (k, v) in &map {
-            let bad = |want: &str| format!("option `{k}` must be {want}, got {v}");
-            let ms = || {
-                v.as_u64()
-                    .filter(|n| (1..=u32::MAX as u64).contains(n))
-                    .map(|n| n as u32)
-                    .ok_or_else(|| bad("a positive number of milliseconds"))
-            };
+            let bad = |want: &str| options::must_be(k, v, want);
+            let ms = || options::millis(k, v);
             match k.as_str() {
                 "collection" => {
                     o.collection = v
@@ -105,12 +97,7 @@ impl Options {
             // A TTL index expires documents by `createdAt`.
             o.created_at = true;
         }
-        if o.heartbeat_timeout <= o.heartbeat_interval {
-            return Err(format!(
-                "option `heartbeatTimeout` ({}) must be longer than `heartbeatInterval` ({})",
-                o.heartbeat_timeout, o.heartbeat_interval
-            ));
-        }
+        options::heartbeat(o.heartbeat_interval, o.heartbeat_timeout)?;
         Ok(o)
     }
 }

@@ -1,6 +1,6 @@
 //! `[adapter.options]`, named as `@socket.io/postgres-adapter` names them.
 
-use serde_json::Value;
+use wasio_cluster_node::options;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -25,10 +25,7 @@ const KNOWN: &str = "channelPrefix, tableName, payloadThreshold, cleanupInterval
 impl Options {
     /// Parses the JSON the host gives `init`; unknown keys and wrong types are refused.
     pub fn parse(json: &str) -> Result<Options, String> {
-        let v: Value = serde_json::from_str(json).map_err(|e| format!("options: {e}"))?;
-        let Value::Object(map) = v else {
-            return Err("options must be a table".into());
-        };
+        let map = options::object(json)?;
         let mut o = Options {
             channel_prefix: "socket.io".into(),
             table_name: "socket_io_attachments".into(),
@@ -39,13 +36,8 @@ impl Options {
             heartbeat_timeout: 10_000,
         };
         for (k, v) in &map {
-            let bad = |want: &str| format!("option `{k}` must be {want}, got {v}");
-            let ms = || {
-                v.as_u64()
-                    .filter(|n| (1..=u32::MAX as u64).contains(n))
-                    .map(|n| n as u32)
-                    .ok_or_else(|| bad("a positive number of milliseconds"))
-            };
+            let bad = |want: &str| options::must_be(k, v, want);
+            let ms = || options::millis(k, v);
             match k.as_str() {
                 "channelPrefix" => {
                     o.channel_prefix = v
@@ -76,12 +68,7 @@ impl Options {
                 _ => return Err(format!("unknown option `{k}` (known: {KNOWN})")),
             }
         }
-        if o.heartbeat_timeout <= o.heartbeat_interval {
-            return Err(format!(
-                "option `heartbeatTimeout` ({}) must be longer than `heartbeatInterval` ({})",
-                o.heartbeat_timeout, o.heartbeat_interval
-            ));
-        }
+        options::heartbeat(o.heartbeat_interval, o.heartbeat_timeout)?;
         Ok(o)
     }
 }

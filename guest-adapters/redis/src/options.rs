@@ -1,6 +1,6 @@
 //! `[adapter.options]`, named as the Node.js adapter names them.
 
-use serde_json::Value;
+use wasio_cluster_node::options;
 
 /// Which protocol of `@socket.io/redis-adapter` to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,10 +50,7 @@ pub struct Options {
 impl Options {
     /// Parses the JSON the host gives `init`; unknown keys and wrong types are refused.
     pub fn parse(json: &str) -> Result<Options, String> {
-        let v: Value = serde_json::from_str(json).map_err(|e| format!("options: {e}"))?;
-        let Value::Object(map) = v else {
-            return Err("options must be a table".into());
-        };
+        let map = options::object(json)?;
         let mut o = Options {
             mode: Mode::Classic,
             prefix: "socket.io".into(),
@@ -63,7 +60,7 @@ impl Options {
         };
         let mut prefix_key: Option<&str> = None;
         for (k, v) in &map {
-            let bad = |want: &str| format!("option `{k}` must be {want}, got {v}");
+            let bad = |want: &str| options::must_be(k, v, want);
             match k.as_str() {
                 "mode" => {
                     o.mode = match v.as_str() {
